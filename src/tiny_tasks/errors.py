@@ -1,0 +1,152 @@
+"""Every exception tiny-tasks raises, under one base class.
+
+Each message names the run, the site or task involved, and what to do next.
+Pausing is not an error: `TaskInterrupted` is raised by `invoke` only, to tell the
+caller the run is waiting for an answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._values import Interrupt
+
+__all__ = [
+    "InputMismatchError",
+    "NoCheckpointError",
+    "ReplayMismatchError",
+    "RunConflictError",
+    "SerializationError",
+    "StepFailedError",
+    "TaskDefinitionError",
+    "TaskInterrupted",
+    "TinyTasksError",
+    "UnknownInterruptError",
+]
+
+
+class TinyTasksError(Exception):
+    """Base class of every error tiny-tasks raises."""
+
+
+class TaskDefinitionError(TinyTasksError, TypeError):
+    """A function given to `task` (or `step`) is not of a supported kind."""
+
+
+class NoCheckpointError(TinyTasksError, LookupError):
+    """`resume` was asked for a run that has nothing to resume."""
+
+    def __init__(self, run_id: str, reason: str | None = None) -> None:
+        self.run_id = run_id
+        detail = reason or (
+            f"no checkpoint is stored for run {run_id!r}: it never paused, it already "
+            "finished, or a different checkpointer was passed"
+        )
+        super().__init__(f"cannot resume run {run_id!r}: {detail}")
+
+
+class InputMismatchError(TinyTasksError, ValueError):
+    """A task was called with a run id whose stored run has a different input."""
+
+    def __init__(self, run_id: str, stored: Any, given: Any) -> None:
+        self.run_id = run_id
+        self.stored = stored
+        self.given = given
+        super().__init__(
+            f"run {run_id!r} already exists with input {_short(stored)}, but was called "
+            f"with {_short(given)}; call it without an input (or with the same one) to "
+            "continue it, use another run_id to start a new run, or delete the run first"
+        )
+
+
+class RunConflictError(TinyTasksError):
+    """Another worker wrote the run since this one read it (compare-and-swap failed)."""
+
+    def __init__(self, run_id: str, detail: str | None = None) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"run {run_id!r} was changed by another worker: "
+            + (detail or "its stored version is not the one this worker read")
+            + "; only one worker may drive a run at a time, so this one stopped. "
+            "Load the run again to see its current state."
+        )
+
+
+class ReplayMismatchError(TinyTasksError):
+    """Replay does not line up with the run's journal (the code changed)."""
+
+    def __init__(self, run_id: str, site_id: str, recorded: str, found: str) -> None:
+        self.run_id = run_id
+        self.site_id = site_id
+        self.recorded = recorded
+        self.found = found
+        super().__init__(
+            f"replay of run {run_id!r} does not match its journal at site {site_id!r}: "
+            f"recorded {recorded}, found {found}. The task's code changed between the "
+            "pause and the resume; restore the old code to finish this run, or delete "
+            "the run and start it again. The stored checkpoint was left unchanged."
+        )
+
+
+class SerializationError(TinyTasksError, TypeError):
+    """A value that must be stored cannot be serialised (or a stored one decoded)."""
+
+    def __init__(self, message: str, *, run_id: str | None = None, site: str | None = None):
+        self.run_id = run_id
+        self.site = site
+        where = ""
+        if run_id is not None:
+            where = f" in run {run_id!r}" + (f" at {site}" if site else "")
+        super().__init__(message + where)
+
+
+class UnknownInterruptError(TinyTasksError, LookupError):
+    """An answer names an interrupt id that the run is not waiting on."""
+
+    def __init__(self, run_id: str, unknown: Sequence[str], pending: Sequence[str]) -> None:
+        self.run_id = run_id
+        self.unknown = list(unknown)
+        self.pending = list(pending)
+        waiting = ", ".join(repr(p) for p in pending) or "nothing"
+        super().__init__(
+            f"run {run_id!r} is not waiting on interrupt(s) "
+            f"{', '.join(repr(u) for u in unknown)}; it is waiting on {waiting}"
+        )
+
+
+class StepFailedError(TinyTasksError):
+    """A recorded step failed with an exception that cannot be rebuilt as its own type."""
+
+    def __init__(self, site_id: str, type_name: str, message: str) -> None:
+        self.site_id = site_id
+        self.type_name = type_name
+        super().__init__(f"step {site_id!r} failed with {type_name}: {message}")
+
+
+class TaskInterrupted(TinyTasksError):
+    """Raised by `invoke` when the run paused on one or more interrupts.
+
+    The run's checkpoint is saved; answer with `resume(value)` or
+    `Command(resume=value)` to continue it.
+    """
+
+    def __init__(self, run_id: str, interrupts: Sequence[Interrupt]) -> None:
+        self.run_id = run_id
+        self.interrupts: list[Interrupt] = list(interrupts)
+        ids = ", ".join(repr(i.id) for i in self.interrupts)
+        super().__init__(
+            f"run {run_id!r} paused on interrupt {ids} with value {_short(self.value)}; "
+            "resume it with task.resume(value, run_id=...) or Command(resume=value)"
+        )
+
+    @property
+    def value(self) -> Any:
+        """The first interrupt's value."""
+        return self.interrupts[0].value if self.interrupts else None
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

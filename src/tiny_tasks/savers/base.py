@@ -1,0 +1,206 @@
+"""The checkpointer protocol: what a storage backend implements.
+
+A saver stores, per run id, a few indexable fields plus opaque bytes, and knows nothing
+of the engine. Its journal is append-only: every write replaces the small `state` blob
+and the indexable fields, and appends zero or more `entries`. Every write names the
+version it read (compare-and-swap), so two workers can never both drive one run.
+
+Methods may be plain or `async`; the engine accepts both.
+
+A complete in-memory saver, as a user would write one::
+
+    class DictSaver:
+        def __init__(self) -> None:
+            self.runs: dict[str, Checkpoint] = {}
+
+        def load(self, run_id: str) -> Checkpoint | None:
+            return self.runs.get(run_id)
+
+        def save(self, write: CheckpointWrite, expected_version: int | None) -> int:
+            old = self.runs.get(write.run_id)
+            check_version(write.run_id, old, expected_version)
+            self.runs[write.run_id] = write.apply(old)
+            return self.runs[write.run_id].version
+
+        def delete(self, run_id: str) -> None:
+            self.runs.pop(run_id, None)
+
+        def list_runs(self, **filters: Any) -> list[RunInfo]:
+            return filter_runs(self.runs.values(), **filters)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol, TypeVar, runtime_checkable
+
+from ..errors import RunConflictError
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointWrite",
+    "Checkpointer",
+    "RunInfo",
+    "RunStatus",
+    "check_version",
+    "filter_runs",
+]
+
+RunStatus = Literal["running", "paused", "done", "failed"]
+"""Where a run is: executing, waiting on interrupts, finished, or failed."""
+
+T = TypeVar("T")
+MaybeAwaitable = T | Awaitable[T]
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """The indexable fields of one stored run (what listing returns)."""
+
+    run_id: str
+    task_name: str
+    status: RunStatus
+    version: int
+    delivered: int
+    pending: tuple[str, ...]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """One stored run: its indexable fields, the engine's state blob and its journal."""
+
+    run_id: str
+    task_name: str
+    status: RunStatus
+    version: int
+    delivered: int
+    pending: tuple[str, ...]
+    state: bytes
+    entries: tuple[bytes, ...]
+    created_at: float
+    updated_at: float
+
+    def info(self) -> RunInfo:
+        """The indexable fields alone."""
+        return RunInfo(
+            self.run_id,
+            self.task_name,
+            self.status,
+            self.version,
+            self.delivered,
+            self.pending,
+            self.created_at,
+            self.updated_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointWrite:
+    """One write to a run: new field values, a new state blob, entries to append."""
+
+    run_id: str
+    task_name: str
+    status: RunStatus
+    delivered: int
+    pending: tuple[str, ...]
+    state: bytes
+    entries: tuple[bytes, ...] = ()
+
+    def apply(self, old: Checkpoint | None, now: float | None = None) -> Checkpoint:
+        """The checkpoint that results from this write over `old` (a helper for savers)."""
+        stamp = time.time() if now is None else now
+        if old is None:
+            return Checkpoint(
+                self.run_id,
+                self.task_name,
+                self.status,
+                1,
+                self.delivered,
+                self.pending,
+                self.state,
+                self.entries,
+                stamp,
+                stamp,
+            )
+        return replace(
+            old,
+            task_name=self.task_name,
+            status=self.status,
+            version=old.version + 1,
+            delivered=self.delivered,
+            pending=self.pending,
+            state=self.state,
+            entries=old.entries + self.entries,
+            updated_at=stamp,
+        )
+
+
+@runtime_checkable
+class Checkpointer(Protocol):
+    """Storage for run checkpoints. Methods may be plain or `async`.
+
+    * `load(run_id)`: the stored checkpoint, or `None`.
+    * `save(write, expected_version)`: apply `write` if the stored version is
+      `expected_version` (`None`: the run must not exist yet); return the new version.
+      Raise `RunConflictError` otherwise. The first version of a run is 1.
+    * `delete(run_id)`: forget the run; deleting a missing run is not an error.
+    * `list_runs(status=, task_name=, limit=, offset=)`: newest first (by creation time).
+
+    A saver may also offer `mark_delivered(run_id, delivered, expected_version) -> int`,
+    the same compare-and-swap that changes only the delivered count and bumps the
+    version; the engine uses it for the per-partial write when present.
+    A saver that has a `serde` attribute chooses how the engine encodes values.
+    """
+
+    def load(self, run_id: str) -> MaybeAwaitable[Checkpoint | None]: ...
+
+    def save(self, write: CheckpointWrite, expected_version: int | None) -> MaybeAwaitable[int]: ...
+
+    def delete(self, run_id: str) -> MaybeAwaitable[None]: ...
+
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        task_name: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> MaybeAwaitable[list[RunInfo]]: ...
+
+
+def check_version(run_id: str, stored: Checkpoint | None, expected_version: int | None) -> None:
+    """Raise `RunConflictError` unless `stored` is at `expected_version` (a saver helper)."""
+    if expected_version is None:
+        if stored is not None:
+            raise RunConflictError(run_id, "the run was created by another worker")
+        return
+    if stored is None:
+        raise RunConflictError(run_id, "the run was deleted by another worker")
+    if stored.version != expected_version:
+        raise RunConflictError(
+            run_id,
+            f"it is at version {stored.version}, this worker read version {expected_version}",
+        )
+
+
+def filter_runs(
+    runs: Iterable[Checkpoint],
+    *,
+    status: RunStatus | None = None,
+    task_name: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[RunInfo]:
+    """Filter, sort newest first and paginate in memory (a helper for simple savers)."""
+    chosen = [
+        run.info()
+        for run in runs
+        if (status is None or run.status == status)
+        and (task_name is None or run.task_name == task_name)
+    ]
+    chosen.sort(key=lambda run: (run.created_at, run.run_id), reverse=True)
+    return chosen[offset : offset + limit]
