@@ -1,1 +1,62 @@
-"""tiny-tasks."""
+"""tiny-tasks: composable, interrupt-friendly, durable workflows for asyncio.
+
+A task is an ordinary (async) generator or coroutine function that streams partial
+results, pauses anywhere with `interrupt(value)`, records its progress per run id through
+a checkpointer, and resumes later, in this process or another.
+"""
+
+from ._context import TaskContext, emit, interrupt
+from ._inspect import RunState, delete_run, get_run, list_runs
+from ._runtime import Runtime, create_runtime
+from ._step import RetryPolicy, step
+from ._stream import TaskStream
+from ._task import Task, task
+from ._values import Command, Event, Interrupt, Snapshot
+from .errors import (
+    AmbiguousResumeError,
+    InputMismatchError,
+    NoCheckpointError,
+    ReplayMismatchError,
+    RunConflictError,
+    SerializationError,
+    StepFailedError,
+    TaskDefinitionError,
+    TaskInterrupted,
+    TinyTasksError,
+    UnknownInterruptError,
+)
+from .savers import Checkpointer, MemorySaver
+
+__all__ = [
+    "AmbiguousResumeError",
+    "Checkpointer",
+    "Command",
+    "Event",
+    "InputMismatchError",
+    "Interrupt",
+    "MemorySaver",
+    "NoCheckpointError",
+    "ReplayMismatchError",
+    "RetryPolicy",
+    "RunConflictError",
+    "RunState",
+    "Runtime",
+    "SerializationError",
+    "Snapshot",
+    "StepFailedError",
+    "Task",
+    "TaskContext",
+    "TaskDefinitionError",
+    "TaskInterrupted",
+    "TaskStream",
+    "TinyTasksError",
+    "UnknownInterruptError",
+    "create_runtime",
+    "delete_run",
+    "emit",
+    "get_run",
+    "interrupt",
+    "list_runs",
+    "step",
+    "task",
+]

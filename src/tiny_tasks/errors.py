@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ._values import Interrupt
 
 __all__ = [
+    "AmbiguousResumeError",
     "InputMismatchError",
     "NoCheckpointError",
     "ReplayMismatchError",
@@ -113,6 +114,19 @@ class UnknownInterruptError(TinyTasksError, LookupError):
         super().__init__(
             f"run {run_id!r} is not waiting on interrupt(s) "
             f"{', '.join(repr(u) for u in unknown)}; it is waiting on {waiting}"
+        )
+
+
+class AmbiguousResumeError(TinyTasksError, ValueError):
+    """`resume(value)` was used while several interrupts are pending."""
+
+    def __init__(self, run_id: str, pending: Sequence[str]) -> None:
+        self.run_id = run_id
+        self.pending = list(pending)
+        super().__init__(
+            f"run {run_id!r} is waiting on {len(self.pending)} interrupts "
+            f"({', '.join(repr(p) for p in self.pending)}); resume(value) answers only one. "
+            "Answer them by id with Command(answers={interrupt_id: value, ...})"
         )
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol, TypeVar, runtime_checkable
+from typing import Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from ..errors import RunConflictError
 
@@ -52,7 +52,7 @@ RunStatus = Literal["running", "paused", "done", "failed"]
 """Where a run is: executing, waiting on interrupts, finished, or failed."""
 
 T = TypeVar("T")
-MaybeAwaitable = T | Awaitable[T]
+MaybeAwaitable: TypeAlias = T | Awaitable[T]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,149 @@
+"""The current frame, site ids, `TaskContext`, and the ambient `interrupt()` / `emit()`.
+
+A frame is one running task invocation inside a run. The frame of the code that is
+running lives in one `ContextVar`, which is what makes the ambient `interrupt()` work and
+keeps concurrent runs apart: asyncio copies the context into every task it creates.
+
+Every effect (a nested task call, an `interrupt`, a step) takes the next index of its
+frame at the moment it is called, so ids come from call order, never completion order,
+and are the same on every replay of deterministic code.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from ._run import Run
+    from ._step import RetryPolicy
+
+T = TypeVar("T")
+
+__all__ = ["Frame", "PauseRun", "TaskContext", "current_frame", "emit", "interrupt"]
+
+
+class PauseRun(BaseException):
+    """Unwinds a run that must pause. A `BaseException`, like `asyncio.CancelledError`,
+    so that user code's `except Exception:` cannot swallow it; `finally` blocks run."""
+
+    def __init__(self, site_id: str) -> None:
+        super().__init__(site_id)
+        self.site_id = site_id
+
+
+class Frame:
+    """One running task invocation: its run, its place in the task tree, its counters."""
+
+    __slots__ = ("emitted", "next_index", "order", "path", "run")
+
+    def __init__(self, run: Run, path: str, order: tuple[int, ...]) -> None:
+        self.run = run
+        self.path = path
+        self.order = order
+        self.next_index = 0
+        self.emitted: deque[Any] = deque()
+
+    def allocate(self, label: str) -> tuple[str, tuple[int, ...]]:
+        """The site id and sort key of the next effect called from this frame."""
+        index = self.next_index
+        self.next_index = index + 1
+        site_id = f"{self.path}/{label}#{index}"
+        self.run.visit(site_id, self.path, index)
+        return site_id, (*self.order, index)
+
+
+_current: ContextVar[Frame | None] = ContextVar("tiny_tasks_frame", default=None)
+current_frame = _current.get
+
+
+def _require_frame(what: str) -> Frame:
+    frame = _current.get()
+    if frame is None:
+        raise RuntimeError(
+            f"{what}() was called outside a running task; call it from the body of a "
+            "function wrapped with @task while that task is running (or use ctx."
+            f"{what}(...) with the TaskContext the task receives)"
+        )
+    return frame
+
+
+def interrupt(value: Any) -> Any:
+    """Pause the current run with `value`; on resume, return the answer given for it.
+
+    Raises `RuntimeError` when called outside a running task. Pausing unwinds the task
+    with a `BaseException`, so `except Exception:` around this call does not stop it.
+    """
+    return _interrupt(_require_frame("interrupt"), value)
+
+
+def emit(value: Any) -> None:
+    """Stream `value` as a partial of the current task, exactly like a yielded value.
+
+    For coroutine tasks, which cannot `yield`. Raises `RuntimeError` outside a task.
+    """
+    _require_frame("emit").emitted.append(value)
+
+
+def _interrupt(frame: Frame, value: Any) -> Any:
+    site_id, order = frame.allocate("interrupt")
+    run = frame.run
+    answers = run.journal.answers
+    if site_id in answers:
+        return answers[site_id]
+    run.add_pending(site_id, order, value)
+    raise PauseRun(site_id)
+
+
+class TaskContext:
+    """What a task function receives as its second positional argument.
+
+    `interrupt`, `emit` and `step` act on this task's frame, wherever they are called
+    from (also from helper coroutines the task runs concurrently).
+    """
+
+    __slots__ = ("_frame",)
+
+    def __init__(self, frame: Frame) -> None:
+        self._frame = frame
+
+    @property
+    def run_id(self) -> str:
+        """The id of the run this task belongs to."""
+        return self._frame.run.run_id
+
+    @property
+    def path(self) -> str:
+        """This task's place in the run's task tree, e.g. `"workflow/inner#0"`."""
+        return self._frame.path
+
+    def interrupt(self, value: Any) -> Any:
+        """Pause the run with `value`; on resume, return the answer given for it."""
+        return _interrupt(self._frame, value)
+
+    def emit(self, value: Any) -> None:
+        """Stream `value` as a partial of this task, exactly like a yielded value."""
+        self._frame.emitted.append(value)
+
+    def step(
+        self,
+        fn: Callable[..., Awaitable[T]] | Callable[..., T],
+        *args: Any,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> Awaitable[T]:
+        """Run `fn(*args, **kwargs)` once per run: record its result, replay it after.
+
+        The site id is taken when `step` is called, so steps started concurrently keep
+        their identity across replays. `retry` and `timeout` apply to each attempt.
+        """
+        from ._step import start_step
+
+        return start_step(self._frame, fn, args, kwargs, retry=retry, timeout=timeout, name=name)
+
+    def __repr__(self) -> str:
+        return f"TaskContext(run_id={self.run_id!r}, path={self.path!r})"

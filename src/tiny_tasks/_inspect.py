@@ -1,0 +1,81 @@
+"""Run inspection for operators: list runs, look at one, delete one.
+
+Built on the checkpointer protocol alone, so it works with every saver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._journal import decode_journal
+from ._run import resolve
+from ._values import Interrupt
+from .savers.base import Checkpointer, RunInfo, RunStatus
+from .serde import default_serializer
+
+__all__ = ["RunState", "delete_run", "get_run", "list_runs"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """One stored run as an operator sees it."""
+
+    run_id: str
+    task_name: str
+    status: RunStatus
+    version: int
+    input: Any
+    pending: tuple[Interrupt, ...]
+    delivered: int
+    answers: int
+    steps: int
+    children: int
+    created_at: float
+    updated_at: float
+
+
+async def get_run(checkpointer: Checkpointer, run_id: str) -> RunState | None:
+    """The stored state of `run_id`, or `None`; raises `SerializationError` on bad data."""
+    stored = await resolve(checkpointer.load(run_id))
+    if stored is None:
+        return None
+    journal = decode_journal(stored, getattr(checkpointer, "serde", None) or default_serializer())
+    return RunState(
+        run_id=stored.run_id,
+        task_name=stored.task_name,
+        status=stored.status,
+        version=stored.version,
+        input=journal.input,
+        pending=tuple(Interrupt(value, site) for site, value in journal.pending.items()),
+        delivered=stored.delivered,
+        answers=len(journal.answers),
+        steps=len(journal.steps),
+        children=len(journal.children),
+        created_at=stored.created_at,
+        updated_at=stored.updated_at,
+    )
+
+
+async def list_runs(
+    checkpointer: Checkpointer,
+    *,
+    status: RunStatus | None = None,
+    task_name: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[RunInfo]:
+    """Stored runs, newest first, filtered by status and task name, one page at a time."""
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must not be negative (got {limit}, {offset})")
+    runs: list[RunInfo] = await resolve(
+        checkpointer.list_runs(status=status, task_name=task_name, limit=limit, offset=offset)
+    )
+    return runs
+
+
+async def delete_run(checkpointer: Checkpointer, run_id: str) -> bool:
+    """Delete `run_id`; returns whether it was stored."""
+    existed = await resolve(checkpointer.load(run_id)) is not None
+    await resolve(checkpointer.delete(run_id))
+    return existed

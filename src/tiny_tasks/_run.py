@@ -1,0 +1,268 @@
+"""One top-level run: its journal, its pending interrupts, and every write to storage.
+
+This is the one place a run's mutable state lives. The engine reaches storage only
+through the checkpointer protocol; methods of the saver may be plain or `async`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from ._journal import ChildRecord, Journal, StepRecord, decode_journal, encode_entry, encode_state
+from ._values import Command, Interrupt, Snapshot
+from .errors import (
+    AmbiguousResumeError,
+    InputMismatchError,
+    NoCheckpointError,
+    ReplayMismatchError,
+    SerializationError,
+    UnknownInterruptError,
+)
+from .savers.base import Checkpoint, Checkpointer, CheckpointWrite, RunStatus
+from .serde import Serializer, default_serializer
+
+__all__ = ["NO_INPUT", "Run"]
+
+NO_INPUT: Any = type("NoInput", (), {"__repr__": lambda self: "<no input>"})()
+
+
+async def resolve(value: Any) -> Any:
+    """Await `value` if a saver returned an awaitable; plain values pass through."""
+    return await value if inspect.isawaitable(value) else value
+
+
+class Run:
+    """The state of one top-level run while a stream drives it."""
+
+    def __init__(self, run_id: str, task_name: str, checkpointer: Checkpointer | None) -> None:
+        self.run_id = run_id
+        self.task_name = task_name
+        self.saver = checkpointer
+        self.saving = checkpointer is not None
+        self.serde: Serializer = getattr(checkpointer, "serde", None) or default_serializer()
+        self.journal = Journal()
+        self.version: int | None = None
+        self.delivered = 0
+        self.resume_values: list[Any] = []
+        self.hosts: dict[object, asyncio.Task[Any]] = {}
+        self._pending: dict[str, tuple[tuple[int, ...], Any]] = {}
+        self._positions: dict[str, str] = {}
+        self._visited: set[str] = set()
+        self._replayed_children: list[str] = []
+        self._state = b""
+        self._lock: asyncio.Lock | None = None
+        mark = getattr(checkpointer, "mark_delivered", None)
+        self._mark = mark
+        self._mark_is_async = mark is not None and inspect.iscoroutinefunction(mark)
+        # The stream calls a plain `mark_delivered` directly: no coroutine on the hot path.
+        self.mark_sync = mark if mark is not None and not self._mark_is_async else None
+
+    # -- starting -----------------------------------------------------------------
+
+    async def open(self, given: Any) -> list[Interrupt] | None:
+        """Load or create the run for input `given` (a `Command` resumes it).
+
+        Returns the pending interrupts when the run is paused and is only re-attached
+        (nothing to execute), else `None`. Raises `NoCheckpointError`,
+        `InputMismatchError`, `UnknownInterruptError`, `RunConflictError`.
+        """
+        command = given if isinstance(given, Command) else None
+        if self.saver is None:
+            if command is not None:
+                raise NoCheckpointError(self.run_id, "no checkpointer was given")
+            self.journal.input = None if given is NO_INPUT else given
+            return None
+        stored: Checkpoint | None = await resolve(self.saver.load(self.run_id))
+        if stored is None or stored.status in ("done", "failed"):
+            if command is not None:
+                raise NoCheckpointError(self.run_id)
+            await self._create(None if given is NO_INPUT else given, stored)
+            return None
+        self.journal = decode_journal(stored, self.serde)
+        self.version = stored.version
+        self.delivered = stored.delivered
+        self._positions = _positions(self.journal.recorded_sites())
+        self.resume_values = list(self.journal.answers.values())
+        if command is not None:
+            await self._answer(command, stored)
+            return None
+        if given is not NO_INPUT and given != self.journal.input:
+            raise InputMismatchError(self.run_id, self.journal.input, given)
+        if stored.status == "paused":
+            return [Interrupt(value, site) for site, value in self.journal.pending.items()]
+        await self.write("running")
+        return None
+
+    async def _create(self, value: Any, stored: Checkpoint | None) -> None:
+        self.journal.input = value
+        entry = self._encode({"k": "input", "v": value}, "the task's input")
+        if stored is not None:  # a finished run kept by its saver: start over in its place
+            await resolve(self.saver.delete(self.run_id))  # type: ignore[union-attr]
+        await self.write("running", (entry,), create=True)
+
+    async def _answer(self, command: Command, stored: Checkpoint) -> None:
+        pending = list(self.journal.pending)
+        if stored.status != "paused" or not pending:
+            raise NoCheckpointError(
+                self.run_id,
+                f"the run is {stored.status}, not paused on an interrupt; call the task "
+                "without Command/resume to continue it",
+            )
+        answers: Mapping[str, Any]
+        if command.answers is not None:
+            answers = command.answers
+            unknown = [site for site in answers if site not in self.journal.pending]
+            if unknown:
+                raise UnknownInterruptError(self.run_id, unknown, pending)
+        elif len(pending) == 1:
+            answers = {pending[0]: command.resume}
+        else:
+            raise AmbiguousResumeError(self.run_id, pending)
+        entries = []
+        for site, value in answers.items():
+            entries.append(self._encode({"k": "answer", "s": site, "v": value}, f"answer {site}"))
+            self.journal.answers[site] = value
+            self.resume_values.append(value)
+        self.journal.pending = {}
+        await self.write("running", tuple(entries))
+
+    # -- replay bookkeeping -------------------------------------------------------
+
+    def visit(self, site_id: str, path: str, index: int) -> None:
+        """Note that replay reached `site_id`; raise if the journal has another site there."""
+        positions = self._positions
+        if positions:
+            recorded = positions.get(f"{path}#{index}")
+            if recorded is not None and recorded != site_id:
+                raise ReplayMismatchError(self.run_id, site_id, repr(recorded), repr(site_id))
+            self._visited.add(site_id)
+
+    def replayed_child(self, site_id: str) -> None:
+        """Everything recorded inside a child replayed from the journal counts as reached."""
+        self._replayed_children.append(site_id + "/")
+
+    def check_fully_replayed(self) -> None:
+        """At completion: every recorded site must have been reached again."""
+        if not self._positions:
+            return
+        prefixes = tuple(self._replayed_children)
+        for site in self._positions.values():
+            if site not in self._visited and not (prefixes and site.startswith(prefixes)):
+                raise ReplayMismatchError(
+                    self.run_id, site, f"{site!r} in the journal", "no such site on replay"
+                )
+
+    # -- interrupts ---------------------------------------------------------------
+
+    def add_pending(self, site_id: str, order: tuple[int, ...], value: Any) -> None:
+        """Register an unanswered interrupt; its value must be storable."""
+        if self.saving:
+            self._encode(value, f"interrupt {site_id!r}")
+        self._pending[site_id] = (order, value)
+
+    def take_pending(self) -> list[Interrupt]:
+        """The interrupts registered in this attempt, in site order."""
+        ordered = sorted(self._pending.items(), key=lambda item: item[1][0])
+        self._pending.clear()
+        return [Interrupt(value, site) for site, (_, value) in ordered]
+
+    def snapshot(self, pending: tuple[Interrupt, ...] = ()) -> Snapshot:
+        """What the consumer sees: answers so far, pending interrupts."""
+        return Snapshot(list(self.resume_values), self.run_id, pending)
+
+    # -- recording ----------------------------------------------------------------
+
+    async def record_step(self, site_id: str, record: StepRecord) -> None:
+        """Store a finished step before its result is handed back."""
+        self.journal.steps[site_id] = record
+        if not self.saving:
+            return
+        entry: dict[str, Any] = {"k": "step", "s": site_id, "h": record.args_hash}
+        if record.error is not None:
+            entry["e"] = list(record.error)
+        else:
+            entry["v"] = record.value
+        await self.write("running", (self._encode(entry, f"the result of step {site_id!r}"),))
+
+    async def record_child(self, site_id: str, partials: list[Any], result: Any) -> None:
+        """Store a finished nested task: its partials and its result."""
+        if not self.saving:
+            return
+        entry = {"k": "child", "s": site_id, "p": partials, "v": result}
+        encoded = self._encode(entry, f"the partials and result of task {site_id!r}")
+        self.journal.children[site_id] = ChildRecord(partials, result)
+        await self.write("running", (encoded,))
+
+    def _encode(self, value: Any, what: str) -> bytes:
+        try:
+            return encode_entry(self.serde, value)
+        except SerializationError as exc:
+            raise SerializationError(
+                f"cannot store {what}: {exc}. Make the value serialisable (see "
+                "tiny_tasks.serde), or pass record=False for a nested task",
+                run_id=self.run_id,
+            ) from exc
+
+    # -- storage ------------------------------------------------------------------
+
+    async def write(
+        self, status: RunStatus, entries: tuple[bytes, ...] = (), *, create: bool = False
+    ) -> None:
+        """Save fields, state and new entries with compare-and-swap on the version."""
+        saver = self.saver
+        if saver is None:
+            return
+        pending = self.journal.pending
+        if status == "paused" or not self._state:
+            self._state = encode_state(self.serde, list(pending.items()))
+        write = CheckpointWrite(
+            self.run_id,
+            self.task_name,
+            status,
+            self.delivered,
+            tuple(pending),
+            self._state,
+            entries,
+        )
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            expected = None if create else self.version
+            self.version = await resolve(saver.save(write, expected))
+
+    async def mark_delivered(self, delivered: int) -> None:
+        """Record that the consumer has been given `delivered` partials."""
+        self.delivered = delivered
+        mark = self._mark
+        if mark is None:
+            await self.write("running")
+        elif self._mark_is_async:
+            if self._lock is None:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                self.version = await mark(self.run_id, delivered, self.version)
+        else:
+            self.version = await resolve(mark(self.run_id, delivered, self.version))
+
+    async def pause(self, interrupts: list[Interrupt]) -> None:
+        """Save the run as paused on `interrupts`."""
+        self.journal.pending = {i.id: i.value for i in interrupts}
+        await self.write("paused")
+
+    async def forget(self) -> None:
+        """Delete the run's checkpoint (it finished or failed)."""
+        if self.saver is not None:
+            await resolve(self.saver.delete(self.run_id))
+
+
+def _positions(sites: list[str]) -> dict[str, str]:
+    """Map `parent_path#index` to the recorded site id there (for mismatch checks)."""
+    positions = {}
+    for site in sites:
+        parent, _, leaf = site.rpartition("/")
+        index = leaf.rpartition("#")[2]
+        positions[f"{parent}#{index}"] = site
+    return positions

@@ -1,0 +1,407 @@
+"""`TaskStream`: drives one task call and hands its events to the consumer.
+
+A top-level stream owns its run: it loads or creates the journal, replays the body,
+skips partials its consumer already had, counts deliveries, and on a pause saves the
+pending interrupts and ends with one interrupt event each. A nested stream (a task
+called inside a running task) is part of the enclosing run: a recorded child is
+replayed from the journal, an interrupt inside it unwinds the whole run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections import deque
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, Generic, TypeVar
+
+from ._body import Body, async_generator_of, body_result, make_body
+from ._context import Frame, PauseRun, TaskContext, _current
+from ._journal import ChildRecord
+from ._run import NO_INPUT, Run
+from ._values import Event, Interrupt, Snapshot
+from .errors import ReplayMismatchError, RunConflictError, SerializationError
+from .savers.base import Checkpointer
+
+Out = TypeVar("Out")
+P = TypeVar("P")
+
+__all__ = ["TaskStream"]
+
+_event = tuple.__new__  # builds an Event without NamedTuple's slower generated __new__
+_PAUSED: Any = object()
+
+# Errors that say the stored run is still good: keep it for a later attempt.
+_KEEP_CHECKPOINT = (ReplayMismatchError, RunConflictError, SerializationError)
+
+
+class TaskStream(Generic[Out, P]):
+    """An async iterator of `Event(partial, snapshot, interrupt)` for one task call.
+
+    After the stream is exhausted, `result` holds the task's return value (`None` when
+    it paused). Close it early with `await stream.aclose()`; the task's `finally`
+    blocks run.
+    """
+
+    __slots__ = (
+        "_agen",
+        "_arg_count",
+        "_body",
+        "_fn",
+        "_frame",
+        "_hot",
+        "_input",
+        "_interrupts",
+        "_mark",
+        "_outbox",
+        "_parent",
+        "_produced",
+        "_record",
+        "_recorded",
+        "_replay",
+        "_run",
+        "_site",
+        "_skip",
+        "_snapshot",
+        "_state",
+        "_task_name",
+        "interrupts",
+        "result",
+        "run_id",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        task_name: str,
+        arg_count: int,
+        record: bool,
+        given: Any,
+        run_id: str,
+        checkpointer: Checkpointer | None,
+    ) -> None:
+        self._fn = fn
+        self._task_name = task_name
+        self._arg_count = arg_count
+        self._record = record
+        self._input = given
+        self._body: Body | None = None
+        self._agen: AsyncGenerator[Any, Any] | None = None
+        self._hot: AsyncGenerator[Any, Any] | None = None
+        self._mark: Callable[[str, int, int | None], int] | None = None
+        self._outbox: deque[Event[P]] = deque()
+        self._produced = 0
+        self._skip = 0
+        self._recorded: list[Any] | None = None
+        self._replay: deque[Any] | None = None
+        self._state = "new"
+        self.result: Out | None = None
+        self.interrupts: list[Interrupt] = []
+        parent = _current.get()
+        self._parent = parent
+        if parent is None:
+            self.run_id = run_id
+            self._run = Run(run_id, task_name, checkpointer)
+            self._frame = Frame(self._run, _label(task_name), ())
+            self._site = self._frame.path
+        else:
+            # Part of the enclosing run, whatever run options were passed (as in the seed).
+            self._run = parent.run
+            self.run_id = self._run.run_id
+            self._site, order = parent.allocate(_label(task_name))
+            self._frame = Frame(self._run, self._site, order)
+        self._snapshot: Snapshot = self._run.snapshot()
+
+    def __aiter__(self) -> TaskStream[Out, P]:
+        return self
+
+    def __repr__(self) -> str:
+        return f"<TaskStream {self._site!r} run_id={self.run_id!r} {self._state}>"
+
+    async def __anext__(self) -> Event[P]:
+        agen = self._hot
+        if agen is None or self._frame.emitted:
+            return await self._next_general()
+        # The per-partial hot path: a top-level async generator body, nothing queued.
+        token = _current.set(self._frame)
+        try:
+            partial = await agen.__anext__()
+        except BaseException as error:
+            _current.reset(token)
+            self._hot = None
+            return await self._after_body_error(error)
+        _current.reset(token)
+        if self._frame.emitted:
+            self._frame.emitted.append(partial)
+            partial = self._frame.emitted.popleft()
+        produced = self._produced = self._produced + 1
+        mark = self._mark
+        if mark is not None:
+            run = self._run
+            run.delivered = produced
+            try:
+                run.version = mark(run.run_id, produced, run.version)
+            except BaseException:
+                await self.aclose()
+                raise
+        return _event(Event, (partial, self._snapshot, None))
+
+    async def _after_body_error(self, error: BaseException) -> Event[P]:
+        token = _current.set(self._frame)
+        try:
+            partial = await self._body_exit(error)
+        finally:
+            _current.reset(token)
+        if partial is _PAUSED:
+            return self._outbox.popleft()
+        self._produced += 1
+        await self._deliver(partial)
+        return _event(Event, (partial, self._snapshot, None))
+
+    async def _deliver(self, partial: Any) -> None:
+        """Count a top-level partial as delivered, in the checkpoint too."""
+        run = self._run
+        if not run.saving:
+            return
+        if run.mark_sync is not None:
+            run.delivered = self._produced
+            try:
+                run.version = run.mark_sync(run.run_id, self._produced, run.version)
+            except BaseException:
+                await self.aclose()
+                raise
+        else:
+            await self._deliver_checkpointed()
+
+    async def _next_general(self) -> Event[P]:
+        if self._state != "running" or self._outbox or self._replay is not None:
+            return await self._next_slow()
+        frame = self._frame
+        emitted = frame.emitted
+        agen = self._agen
+        token = _current.set(frame)
+        try:
+            while True:
+                if agen is not None and not emitted:
+                    # The per-partial hot path: an async generator body, nothing emitted.
+                    try:
+                        partial = await agen.__anext__()
+                    except BaseException as error:
+                        partial = await self._body_exit(error)
+                    else:
+                        if emitted:
+                            emitted.append(partial)
+                            partial = emitted.popleft()
+                else:
+                    try:
+                        partial = await self._body.pull()  # type: ignore[union-attr]
+                    except BaseException as error:
+                        partial = await self._body_exit(error)
+                if partial is _PAUSED:
+                    return self._outbox.popleft()
+                if self._parent is not None:
+                    if self._recorded is not None:
+                        self._recorded.append(partial)
+                    return _event(Event, (partial, self._snapshot, None))
+                self._produced += 1
+                if self._produced > self._skip:
+                    break
+        finally:
+            _current.reset(token)
+        await self._deliver(partial)
+        self._arm_hot_path()
+        return _event(Event, (partial, self._snapshot, None))
+
+    def _arm_hot_path(self) -> None:
+        """Take the hot path from now on when nothing special is left to do."""
+        run = self._run
+        if (
+            self._agen is not None
+            and self._parent is None
+            and self._produced >= self._skip
+            and (not run.saving or run.mark_sync is not None)
+        ):
+            self._hot = self._agen
+            self._mark = run.mark_sync
+
+    async def _body_exit(self, error: BaseException) -> Any:
+        """The body raised: hand out partials it emitted first, then finish, fail or pause."""
+        body = self._body
+        assert body is not None
+        if self._agen is not None:
+            self._agen = None  # finished: the body's own pull handles what is left
+            body.finished = True
+            if body.emitted:
+                body.hold(error)
+                return body.emitted.popleft()
+        if isinstance(error, StopAsyncIteration):
+            await self._finish(body_result(body))
+            raise error
+        return await self._fail_or_pause(error)
+
+    async def _next_slow(self) -> Event[P]:
+        if self._outbox:
+            return self._outbox.popleft()
+        if self._state == "new":
+            await self._start()
+            self._arm_hot_path()
+            return await self.__anext__()
+        if self._replay is not None:
+            return self._next_replayed()
+        raise StopAsyncIteration
+
+    async def _deliver_checkpointed(self) -> None:
+        try:
+            await self._run.mark_delivered(self._produced)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    # -- starting -----------------------------------------------------------------
+
+    async def _start(self) -> None:
+        """Open the run (top level) or the child; may queue events instead of running."""
+        self._state = "running"
+        run = self._run
+        if self._parent is None:
+            try:
+                reported = await run.open(self._input)
+            except BaseException:
+                self._state = "closed"
+                raise
+            if reported is not None:  # re-attached to a paused run: report it again
+                self._queue_interrupts(reported)
+                self._state = "closed"
+                return
+            self._skip = run.delivered
+            self._snapshot = run.snapshot()
+        else:
+            recorded = run.journal.children.get(self._site)
+            if recorded is not None:
+                self._start_replay(recorded)
+                return
+            if self._record and run.saving:
+                self._recorded = []
+            task = asyncio.current_task()
+            if task is not None:
+                run.hosts[self] = task
+        value = run.journal.input if self._parent is None else self._input
+        if value is NO_INPUT:
+            value = None
+        count = self._arg_count
+        args = (value, TaskContext(self._frame)) if count == 2 else (value,) if count else ()
+        token = _current.set(self._frame)
+        try:
+            self._body = make_body(self._fn, args, self._frame.emitted)
+        finally:
+            _current.reset(token)
+        self._agen = async_generator_of(self._body)
+
+    def _start_replay(self, recorded: ChildRecord) -> None:
+        self._run.replayed_child(self._site)
+        self._replay = deque(recorded.partials)
+        self.result = recorded.result
+
+    def _next_replayed(self) -> Event[P]:
+        assert self._replay is not None
+        if self._replay:
+            return _event(Event, (self._replay.popleft(), self._snapshot, None))
+        self._state = "closed"
+        raise StopAsyncIteration
+
+    # -- ending -------------------------------------------------------------------
+
+    async def _finish(self, result: Any) -> None:
+        self._state = "closed"
+        run = self._run
+        self.result = result
+        if self._parent is not None:
+            run.hosts.pop(self, None)
+            if self._recorded is not None:
+                await run.record_child(self._site, self._recorded, result)
+            return
+        run.check_fully_replayed()
+        await run.forget()
+
+    async def _fail_or_pause(self, error: BaseException) -> Any:
+        """Handle an exception out of the body: pause the run, or clean up and re-raise."""
+        self._state = "closed"
+        run = self._run
+        if self._parent is not None:
+            run.hosts.pop(self, None)
+            raise error
+        await self._stop_children()
+        if _is_pause(error):
+            interrupts = run.take_pending()
+            if not interrupts:  # the pause was swallowed and re-raised oddly; nothing to save
+                raise error
+            await run.pause(interrupts)
+            self._queue_interrupts(interrupts)
+            return _PAUSED
+        if run.saving and not isinstance(error, _KEEP_CHECKPOINT):
+            await run.forget()
+        raise error
+
+    def _queue_interrupts(self, interrupts: list[Interrupt]) -> None:
+        self.interrupts = list(interrupts)
+        snapshot = self._run.snapshot(tuple(interrupts))
+        self._snapshot = snapshot
+        self._outbox.extend(Event(None, snapshot, i) for i in interrupts)
+
+    async def _stop_children(self) -> None:
+        """Cancel nested tasks still running in other asyncio tasks, and wait for them."""
+        current = asyncio.current_task()
+        hosts = [t for t in self._run.hosts.values() if t is not current and not t.done()]
+        self._run.hosts.clear()
+        for host in hosts:
+            host.cancel()
+        if hosts:
+            await asyncio.gather(*hosts, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Stop the task early; its `finally` blocks (and its children's) run."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        self._run.hosts.pop(self, None)
+        if self._body is not None:
+            token = _current.set(self._frame)
+            try:
+                await self._body.aclose()
+            finally:
+                _current.reset(token)
+        if self._parent is None:
+            await self._stop_children()
+
+
+def _is_pause(error: BaseException) -> bool:
+    if isinstance(error, PauseRun):
+        return True
+    if isinstance(error, BaseExceptionGroup):
+        pauses, rest = error.split(PauseRun)
+        if pauses is None:
+            return False
+        if rest is None:
+            return True
+        _, other = rest.split(asyncio.CancelledError)
+        return other is None
+    return False
+
+
+def _label(name: str) -> str:
+    return name.replace("/", "_").replace("#", "_")
+
+
+def positional_capacity(fn: Callable[..., Any]) -> int:
+    """The number of positional arguments `fn` takes (2 for `*args`), at most 2."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return 1
+    count = 0
+    for param in signature.parameters.values():
+        if param.kind is param.VAR_POSITIONAL:
+            return 2
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return min(count, 2)
