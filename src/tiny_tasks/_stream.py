@@ -349,29 +349,38 @@ class TaskStream(Generic[Out, P]):
         self._outbox.extend(Event(None, snapshot, i) for i in interrupts)
 
     async def _stop_children(self) -> None:
-        """Cancel nested tasks still running in other asyncio tasks, and wait for them."""
+        """Stop nested tasks still open in this run, innermost first.
+
+        Those running in other asyncio tasks (under `gather`, say) are cancelled and
+        awaited; those suspended in this one are closed. Their `finally` blocks run.
+        """
         current = asyncio.current_task()
-        hosts = [t for t in self._run.hosts.values() if t is not current and not t.done()]
+        live = list(self._run.hosts.items())
         self._run.hosts.clear()
-        for host in hosts:
+        elsewhere = [host for _, host in live if host is not current and not host.done()]
+        for host in elsewhere:
             host.cancel()
-        if hosts:
-            await asyncio.gather(*hosts, return_exceptions=True)
+        if elsewhere:
+            await asyncio.gather(*elsewhere, return_exceptions=True)
+        for stream, host in reversed(live):
+            if host is current and isinstance(stream, TaskStream):
+                await stream.aclose()
 
     async def aclose(self) -> None:
         """Stop the task early; its `finally` blocks (and its children's) run."""
         if self._state == "closed":
             return
         self._state = "closed"
+        self._hot = None
         self._run.hosts.pop(self, None)
+        if self._parent is None:
+            await self._stop_children()
         if self._body is not None:
             token = _current.set(self._frame)
             try:
                 await self._body.aclose()
             finally:
                 _current.reset(token)
-        if self._parent is None:
-            await self._stop_children()
 
 
 def _is_pause(error: BaseException) -> bool:
