@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._journal import ChildRecord, Journal, StepRecord, decode_journal, encode_entry, encode_state
@@ -53,12 +53,14 @@ class Run:
         self._visited: set[str] = set()
         self._replayed_children: list[str] = []
         self._state = b""
-        self._lock: asyncio.Lock | None = None
-        mark = getattr(checkpointer, "mark_delivered", None)
-        self._mark = mark
-        self._mark_is_async = mark is not None and inspect.iscoroutinefunction(mark)
-        # The stream calls a plain `mark_delivered` directly: no coroutine on the hot path.
-        self.mark_sync = mark if mark is not None and not self._mark_is_async else None
+        # Serialises this run's writes, so each names the version the previous one made.
+        self.lock = asyncio.Lock()
+        # The stream calls `mark_delivered` itself on its hot path: one call per partial.
+        self.mark: Callable[[str, int, int | None], Any] | None = getattr(
+            checkpointer, "mark_delivered", None
+        )
+        self.mark_is_async = self.mark is not None and inspect.iscoroutinefunction(self.mark)
+        self.mark_sync = self.mark if not self.mark_is_async else None
 
     # -- starting -----------------------------------------------------------------
 
@@ -227,24 +229,18 @@ class Run:
             self._state,
             entries,
         )
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
+        async with self.lock:
             expected = None if create else self.version
             self.version = await resolve(saver.save(write, expected))
 
     async def mark_delivered(self, delivered: int) -> None:
         """Record that the consumer has been given `delivered` partials."""
         self.delivered = delivered
-        mark = self._mark
+        mark = self.mark
         if mark is None:
             await self.write("running")
-        elif self._mark_is_async:
-            if self._lock is None:
-                self._lock = asyncio.Lock()
-            async with self._lock:
-                self.version = await mark(self.run_id, delivered, self.version)
-        else:
+            return
+        async with self.lock:
             self.version = await resolve(mark(self.run_id, delivered, self.version))
 
     async def pause(self, interrupts: list[Interrupt]) -> None:

@@ -88,7 +88,7 @@ class TaskStream(Generic[Out, P]):
         self._body: Body | None = None
         self._agen: AsyncGenerator[Any, Any] | None = None
         self._hot: AsyncGenerator[Any, Any] | None = None
-        self._mark: Callable[[str, int, int | None], int] | None = None
+        self._mark: Callable[[str, int, int | None], Any] | None = None
         self._outbox: deque[Event[P]] = deque()
         self._produced = 0
         self._skip = 0
@@ -140,7 +140,11 @@ class TaskStream(Generic[Out, P]):
             run = self._run
             run.delivered = produced
             try:
-                run.version = mark(run.run_id, produced, run.version)
+                if run.mark_is_async:
+                    async with run.lock:
+                        run.version = await mark(run.run_id, produced, run.version)
+                else:
+                    run.version = mark(run.run_id, produced, run.version)
             except BaseException:
                 await self.aclose()
                 raise
@@ -219,10 +223,10 @@ class TaskStream(Generic[Out, P]):
             self._agen is not None
             and self._parent is None
             and self._produced >= self._skip
-            and (not run.saving or run.mark_sync is not None)
+            and (not run.saving or run.mark is not None)
         ):
             self._hot = self._agen
-            self._mark = run.mark_sync
+            self._mark = run.mark
 
     async def _body_exit(self, error: BaseException) -> Any:
         """The body raised: hand out partials it emitted first, then finish, fail or pause."""
