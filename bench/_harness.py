@@ -1,0 +1,255 @@
+"""The measuring loop every system module shares.
+
+A system module (``bench/systems/*_bench.py``) defines the same four scenario coroutines,
+each taking an open backend and a size and returning the seconds its measured part took:
+
+* ``stream(backend, n)``: one run yields `n` small partials to its consumer;
+* ``pause_resume(backend, k)``: one run pauses `k` times and is resumed `k` times;
+* ``steps(backend, n)``: one run records `n` sequential steps;
+* ``resume_after_steps(backend, n)``: a run records `n` steps and pauses (not timed),
+  then one resume to the end is timed.
+
+It also defines ``BACKENDS``: backend name -> async context manager factory
+``open(pg_url, workdir)`` yielding whatever its scenarios need. `run_system` runs every
+scenario on every backend, a warm-up then the repetitions, and writes one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCENARIOS = ("stream", "pause_resume", "steps", "resume_after_steps")
+
+FULL_SIZES: dict[str, tuple[int, ...]] = {
+    "stream": (20_000,),
+    "pause_resume": (10, 100, 300),
+    "steps": (1_000,),
+    "resume_after_steps": (1_000,),
+}
+QUICK_SIZES: dict[str, tuple[int, ...]] = {
+    "stream": (200,),
+    "pause_resume": (2, 5),
+    "steps": (20,),
+    "resume_after_steps": (20,),
+}
+
+# What one "operation" is, so every figure is time per operation.
+UNITS: dict[str, tuple[str, float]] = {
+    "stream": ("µs/partial", 1e6),
+    "pause_resume": ("ms/round trip", 1e3),
+    "steps": ("ms/step", 1e3),
+    "resume_after_steps": ("ms/resume", 1e3),
+}
+
+
+def operations(scenario: str, size: int) -> int:
+    """How many operations one measured run of `scenario` at `size` performs."""
+    return 1 if scenario == "resume_after_steps" else size
+
+
+class NotApplicable(Exception):
+    """A scenario that this system cannot express on this backend (reported as n/a)."""
+
+
+@dataclass
+class Result:
+    system: str
+    backend: str
+    scenario: str
+    size: int
+    unit: str
+    status: str = "ok"  # "ok", "n/a", "skipped" or "error"
+    note: str = ""
+    seconds_per_op: list[float] = field(default_factory=list)
+    requested_size: int = 0  # the workload's size; `size` is smaller when the cell shrank
+
+    def __post_init__(self) -> None:
+        self.requested_size = self.requested_size or self.size
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds_per_op)
+
+
+BackendFactory = Callable[[str | None, str], AbstractAsyncContextManager[Any]]
+Scenario = Callable[[Any, int], Awaitable[float]]
+
+
+@dataclass
+class System:
+    """One measured configuration: a label, its backends, its scenario functions."""
+
+    name: str
+    backends: Mapping[str, BackendFactory]
+    scenarios: Mapping[str, Scenario]
+    versions: dict[str, str] = field(default_factory=dict)
+    # Scenarios that only make sense on some backends (e.g. resume needs a checkpointer).
+    backends_for: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Backend -> reason, for backends the system does not have at all.
+    missing_backends: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run one system's scenarios; write JSON.")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="measured runs after a warm-up (default 3, quick 1)"
+    )
+    parser.add_argument("--postgres", default=None, help="base URL of a throwaway server")
+    parser.add_argument("--out", default="-", help="JSON output file ('-': stdout)")
+    parser.add_argument("--only", default="", help="comma-separated scenarios to run")
+    parser.add_argument("--backends", default="", help="comma-separated backends to run")
+    parser.add_argument("--variant", default="", help="system-specific configuration")
+    parser.add_argument(
+        "--cell-budget", type=float, default=None,
+        help="seconds the measured runs of one cell may take (default 120, quick 10; 0: no limit)",
+    )
+    return parser.parse_args(argv)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def _measure(
+    system: System, backend_name: str, scenario: str, size: int, args: argparse.Namespace,
+    workdir: str,
+) -> Result:
+    """Warm up, project the cell's duration, then time `args.repeat` runs.
+
+    The warm-up is one run at a tenth of the size; its wall time projects how long the
+    measured runs will take. A cell projected over `args.cell_budget` seconds is shrunk
+    (stream, steps: their cost per operation does not depend on the size) or skipped
+    (pause/resume, resume after steps: there the size is what is being varied). A cell
+    whose full-size run is cheap gets a second, full-size warm-up.
+    """
+    unit = UNITS[scenario][0]
+    result = Result(system.name, backend_name, scenario, size, unit)
+    function = system.scenarios[scenario]
+    factory = system.backends[backend_name]
+    try:
+        async with factory(args.postgres, workdir) as backend:
+            probe_size = max(1, size // 10)
+            started = time.perf_counter()
+            await function(backend, probe_size)
+            projected_run = (time.perf_counter() - started) * size / probe_size
+            if projected_run * args.repeat > args.cell_budget > 0:
+                over = (
+                    f"{args.repeat} runs at size {size:,} projected at "
+                    f"{projected_run * args.repeat:,.0f} s, over the {args.cell_budget:g} s "
+                    f"cell budget"
+                )
+                if scenario not in SHRINKABLE:
+                    result.status, result.note = "skipped", over
+                    return result
+                size = _shrunk(size, args.cell_budget / args.repeat / projected_run)
+                result.size, result.note = size, f"size reduced: {over}"
+            elif projected_run < FULL_WARM_UP_LIMIT and probe_size < size:
+                await function(backend, size)
+            for _ in range(args.repeat):
+                gc.collect()
+                seconds = await function(backend, size)
+                result.seconds_per_op.append(seconds / operations(scenario, size))
+    except NotApplicable as reason:
+        result.status, result.note = "n/a", str(reason)
+    except Exception as error:  # report and go on: one broken cell must not hide the rest
+        log(traceback.format_exc())
+        result.status, result.note = "error", f"{type(error).__name__}: {error}"[:300]
+    return result
+
+
+SHRINKABLE = ("stream", "steps")
+FULL_WARM_UP_LIMIT = 20.0  # seconds
+
+
+def _shrunk(size: int, factor: float) -> int:
+    """`size * factor` rounded down to two significant digits (at least 1)."""
+    target = max(1, int(size * factor))
+    digits = len(str(target))
+    step = 10 ** max(0, digits - 2)
+    return max(1, target // step * step)
+
+
+async def _run(system: System, args: argparse.Namespace) -> list[Result]:
+    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    only = [s for s in args.only.split(",") if s] or list(SCENARIOS)
+    chosen_backends = [b for b in args.backends.split(",") if b]
+    results: list[Result] = []
+    workdir = tempfile.mkdtemp(prefix="tiny-tasks-bench-")
+    try:
+        for scenario in only:
+            if scenario not in system.scenarios:
+                continue
+            allowed = system.backends_for.get(scenario)
+            names = list(system.backends) + list(system.missing_backends)
+            for backend_name in names:
+                if chosen_backends and backend_name not in chosen_backends:
+                    continue
+                if allowed is not None and backend_name not in allowed:
+                    continue
+                for size in sizes[scenario]:
+                    missing = system.missing_backends.get(backend_name)
+                    if backend_name == "postgres" and args.postgres is None:
+                        missing = "no PostgreSQL server for this run"
+                    if missing:
+                        results.append(Result(
+                            system.name, backend_name, scenario, size, UNITS[scenario][0],
+                            "n/a", missing,
+                        ))
+                        continue
+                    started = time.perf_counter()
+                    result = await _measure(system, backend_name, scenario, size, args, workdir)
+                    results.append(result)
+                    log(_progress_line(result, time.perf_counter() - started))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def _progress_line(result: Result, wall: float) -> str:
+    where = f"{result.system:<22} {result.backend:<9} {result.scenario:<19} {result.size:>6}"
+    if result.status != "ok":
+        return f"  {where}  {result.status}: {result.note}"
+    scale = UNITS[result.scenario][1]
+    return f"  {where}  {result.median * scale:10.3f} {result.unit}  ({wall:.1f} s)"
+
+
+def run_system(make_system: Callable[[str], System], argv: list[str] | None = None) -> None:
+    """Entry point of a system module: measure everything and write the JSON report.
+
+    `make_system(variant)` builds the configuration named by ``--variant``.
+    """
+    args = parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    if args.cell_budget is None:
+        args.cell_budget = 10.0 if args.quick else 120.0
+    system = make_system(args.variant)
+    results = asyncio.run(_run(system, args))
+    document = {
+        "system": system.name,
+        "versions": {"python": platform.python_version(), **system.versions},
+        "pid": os.getpid(),
+        "results": [asdict(r) for r in results],
+    }
+    text = json.dumps(document, indent=1, ensure_ascii=False)
+    if args.out == "-":
+        print(text)
+    else:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            handle.write(text)

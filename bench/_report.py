@@ -1,0 +1,264 @@
+"""Turn the systems' JSON documents into the table, RESULTS.md and the pause/resume plot."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from _harness import SCENARIOS, UNITS
+
+OURS = "tiny-tasks"
+BACKEND_ORDER = ("none", "memory", "sqlite", "postgres")
+SCENARIO_TITLES = {
+    "stream": "stream",
+    "pause_resume": "pause/resume",
+    "steps": "steps",
+    "resume_after_steps": "resume after steps",
+}
+# How much faster than each peer the issue asks us to be (peer time / our time).
+TARGETS = {
+    ("LangGraph", "stream"): 5,
+    ("LangGraph", "pause_resume"): 10,
+    ("LangGraph", "steps"): 10,
+    ("LangGraph", "resume_after_steps"): 10,
+    ("DBOS", "stream"): 30,
+    ("DBOS", "pause_resume"): 30,
+    ("DBOS", "steps"): 30,
+    ("DBOS", "resume_after_steps"): 30,
+}
+
+
+@dataclass
+class Row:
+    scenario: str
+    system: str
+    backend: str
+    size: int
+    requested_size: int
+    unit: str
+    status: str
+    note: str
+    samples: list[float]  # seconds per operation, one per measured run
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+
+def rows_from(documents: Iterable[dict[str, Any]]) -> list[Row]:
+    rows = [
+        Row(r["scenario"], r["system"], r["backend"], r["size"],
+            r.get("requested_size") or r["size"], r["unit"], r["status"], r["note"],
+            r["seconds_per_op"])
+        for document in documents for r in document["results"]
+    ]
+    systems = list(dict.fromkeys([OURS, *(row.system for row in rows)]))
+
+    def order(row: Row) -> tuple[int, int, int, int]:
+        backend = BACKEND_ORDER.index(row.backend) if row.backend in BACKEND_ORDER else 9
+        return (SCENARIOS.index(row.scenario), row.requested_size, backend,
+                systems.index(row.system))
+
+    return sorted(rows, key=order)
+
+
+def _ours(rows: list[Row]) -> dict[tuple[str, str, int], Row]:
+    return {
+        (r.scenario, r.backend, r.requested_size): r
+        for r in rows if r.system == OURS and r.status == "ok"
+    }
+
+
+def ratio(row: Row, ours: dict[tuple[str, str, int], Row]) -> float | None:
+    """Their median time per operation over ours (same scenario, backend and size)."""
+    mine = ours.get((row.scenario, row.backend, row.requested_size))
+    if row.status != "ok" or mine is None:
+        return None
+    return row.median / mine.median
+
+
+def _number(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def table(rows: list[Row]) -> list[list[str]]:
+    """Header and cells: scenario, system, backend, size, median, min–max, ratio to ours."""
+    ours = _ours(rows)
+    lines = [["scenario", "system", "backend", "size", "median", "min–max", "× tiny-tasks"]]
+    for row in rows:
+        scale = UNITS[row.scenario][1]
+        size = f"{row.size:,}" + ("*" if row.size != row.requested_size else "")
+        if row.status == "ok":
+            median = f"{_number(row.median * scale)} {row.unit}"
+            spread = f"{_number(min(row.samples) * scale)}–{_number(max(row.samples) * scale)}"
+            times = ratio(row, ours)
+            factor = "–" if times is None else f"{times:.2f}x" if times < 10 else f"{times:.0f}x"
+        else:
+            median, spread, factor = row.status, "", ""
+        lines.append([SCENARIO_TITLES[row.scenario], row.system, row.backend, size, median,
+                      spread, factor])
+    return lines
+
+
+def plain(lines: list[list[str]]) -> str:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    right = {3, 4, 5, 6}
+    out = []
+    for n, line in enumerate(lines):
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
+                 enumerate(zip(line, widths))]
+        out.append("  ".join(cells).rstrip())
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def markdown(lines: list[list[str]]) -> str:
+    head, *body = lines
+    out = ["| " + " | ".join(head) + " |",
+           "|" + "|".join(["---"] * 3 + ["---:"] * 4) + "|"]
+    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in body]
+    return "\n".join(out)
+
+
+def notes(rows: list[Row]) -> list[str]:
+    """Cells not measured as asked (n/a, skipped, shrunk, error), one line per reason."""
+    grouped: dict[tuple[str, str, str, str], list[str]] = {}
+    for row in rows:
+        if row.status != "ok" or row.size != row.requested_size:
+            key = (row.system, row.backend, row.status, row.note)
+            where = f"{SCENARIO_TITLES[row.scenario]} {row.requested_size:,}"
+            grouped.setdefault(key, []).append(where)
+    return [
+        f"{system} / {backend}, {', '.join(cells)}: "
+        f"{'shrunk' if status == 'ok' else status}: {note}"
+        for (system, backend, status, note), cells in grouped.items()
+    ]
+
+
+def targets(rows: list[Row]) -> list[str]:
+    """How the peers compare with the issue's targets, per scenario and backend."""
+    ours = _ours(rows)
+    lines = []
+    for row in rows:
+        peer = "DBOS" if row.system.startswith("DBOS") else row.system
+        goal = TARGETS.get((peer, row.scenario))
+        times = ratio(row, ours)
+        if goal is None or times is None:
+            continue
+        verdict = "met" if times >= goal else "NOT met"
+        lines.append(
+            f"{SCENARIO_TITLES[row.scenario]}, {row.system}, {row.backend}, "
+            f"size {row.requested_size:,}: {times:.1f}x (target ≥{goal}x): {verdict}"
+        )
+    return lines
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        model = platform.processor() or "unknown"
+    memory = ""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory = f"{pages / 2**30:.0f} GiB"
+    except (ValueError, OSError):
+        pass
+    return {"cores": str(os.cpu_count()), "cpu": model, "memory": memory,
+            "os": f"{platform.system()} {platform.release()}"}
+
+
+def versions(documents: Iterable[dict[str, Any]]) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for document in documents:
+        merged.update(document.get("versions", {}))
+    return merged
+
+
+def results_markdown(
+    documents: list[dict[str, Any]], command: str, postgres: str, plot_name: str | None,
+) -> str:
+    rows = rows_from(documents)
+    info = machine()
+    found_versions = versions(documents)
+    python = found_versions.pop("python", platform.python_version())
+    version_text = ", ".join(f"{name} {number}" for name, number in sorted(found_versions.items()))
+    today = datetime.date.today().isoformat()
+    parts = [
+        "# Benchmark results",
+        "",
+        f"Generated by `{command}` on {today}; see README.md for the workloads and method.",
+        "",
+        f"* Python {python}; {version_text}",
+        f"* Machine: {info['cores']} cores, {info['cpu']}, {info['memory']} memory, {info['os']}",
+        f"* PostgreSQL: {postgres}",
+        "* Figures are medians of the measured runs after a warm-up, per operation;",
+        "  `× tiny-tasks` is that system's median over ours on the same backend and size",
+        "  (above 1: we are faster). A size marked * was shrunk to fit the cell budget.",
+        "",
+        markdown(table(rows)),
+    ]
+    goal_lines = targets(rows)
+    if goal_lines:
+        parts += ["", "## Against the targets", "", *[f"* {line}" for line in goal_lines]]
+    note_lines = notes(rows)
+    if note_lines:
+        parts += ["", "## Cells not measured as specified", "", *[f"* {n}" for n in note_lines]]
+    if plot_name:
+        parts += ["", "## Pause/resume round trip against K", "",
+                  f"![pause/resume cost against K]({plot_name})"]
+    return "\n".join(parts) + "\n"
+
+
+def plot_pause_resume(documents: list[dict[str, Any]], path: str) -> bool:
+    """Write the pause/resume plot (ms per round trip against K); False if nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[int, float, float, float]]] = {}
+    for row in rows_from(documents):
+        if row.scenario == "pause_resume" and row.status == "ok":
+            series.setdefault(f"{row.system} / {row.backend}", []).append(
+                (row.size, row.median * 1e3, min(row.samples) * 1e3, max(row.samples) * 1e3))
+    if not series:
+        return False
+    figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
+    styles = {"memory": "-", "sqlite": "--", "postgres": ":"}
+    for label, points in sorted(series.items()):
+        points.sort()
+        ks = [p[0] for p in points]
+        medians = [p[1] for p in points]
+        errors = [[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]]
+        backend = label.rsplit(" / ", 1)[1]
+        axes.errorbar(ks, medians, yerr=errors, marker="o", capsize=3, label=label,
+                      linestyle=styles.get(backend, "-"))
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("K (pauses and resumes in one run)")
+    axes.set_ylabel("ms per pause/resume round trip (median, min–max)")
+    axes.set_title("Pause/resume round-trip cost against K")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return True

@@ -1,0 +1,140 @@
+"""What streaming through tiny-tasks costs, next to a bare async generator.
+
+    .venv/bin/python bench/stream.py              # no checkpointer, MemorySaver, SqliteSaver
+    .venv/bin/python bench/stream.py --postgres   # also PostgresSaver (throwaway server)
+
+One task yields 20,000 small partials (the ints 0..19,999) to a consumer's `async for`;
+a bare async generator does the same in the same process. Each column is the median of
+5 runs after a warm-up, in µs per partial, and its ratio to the bare generator. Needs
+only the main dev environment (no peers). A saver missing from this build is reported
+as n/a. Targets: ≤10x bare without a checkpointer, ≤15x with MemorySaver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from tiny_tasks import MemorySaver, task
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+PARTIALS = 20_000
+RUNS = 5
+
+
+async def bare(n: int) -> AsyncIterator[int]:
+    for i in range(n):
+        yield i
+
+
+@task("partials")
+async def partials(n: int):  # type: ignore[no-untyped-def]
+    for i in range(n):
+        yield i
+
+
+@contextlib.contextmanager
+def sqlite_saver() -> Iterator[Any]:
+    from tiny_tasks.savers import SqliteSaver
+
+    with tempfile.TemporaryDirectory() as directory:
+        yield SqliteSaver(str(Path(directory) / "stream.sqlite"))
+
+
+@contextlib.contextmanager
+def postgres_saver() -> Iterator[Any]:
+    from tiny_tasks.savers import PostgresSaver
+
+    from _pg import create_database, throwaway_postgres
+
+    with throwaway_postgres() as base_url:
+        yield PostgresSaver(create_database(base_url, "bench_stream"))
+
+
+# One line per column: label, how to open its checkpointer, target (x bare) or None.
+COLUMNS: list[tuple[str, Callable[[], contextlib.AbstractContextManager[Any]], float | None]] = [
+    ("no checkpointer", lambda: contextlib.nullcontext(None), 10),
+    ("MemorySaver", lambda: contextlib.nullcontext(MemorySaver()), 15),
+    ("SqliteSaver", sqlite_saver, None),
+]
+POSTGRES_COLUMN = ("PostgresSaver", postgres_saver, None)
+
+
+async def time_bare(n: int) -> float:
+    started = time.perf_counter()
+    async for _partial in bare(n):
+        pass
+    return time.perf_counter() - started
+
+
+async def time_task(n: int, checkpointer: Any) -> float:
+    started = time.perf_counter()
+    async for _partial, _snapshot, _interrupt in partials(
+        n, run_id=uuid.uuid4().hex, checkpointer=checkpointer
+    ):
+        pass
+    return time.perf_counter() - started
+
+
+async def per_partial(measure: Callable[[int], Any], n: int) -> list[float]:
+    await measure(n)  # warm-up
+    samples = []
+    for _ in range(RUNS):
+        gc.collect()
+        samples.append(await measure(n) / n * 1e6)
+    return samples
+
+
+async def main(with_postgres: bool) -> None:
+    columns = COLUMNS + ([POSTGRES_COLUMN] if with_postgres else [])
+    floor = await per_partial(time_bare, PARTIALS)
+    bare_median = statistics.median(floor)
+    print(f"{PARTIALS:,} partials, median of {RUNS} runs after a warm-up, Python "
+          f"{sys.version.split()[0]}\n")
+    print(f"{'':<18}{'µs/partial':>11}{'min–max':>16}{'x bare':>9}  target")
+    print(f"{'bare async gen':<18}{bare_median:>11.3f}{_spread(floor):>16}{1:>8.1f}x")
+    for label, open_saver, target in columns:
+        try:
+            with open_saver() as saver:
+                samples = await per_partial(lambda n, s=saver: time_task(n, s), PARTIALS)
+                await _close(saver)
+        except (ImportError, AttributeError) as missing:
+            print(f"{label:<18}{'n/a':>11}  ({type(missing).__name__}: {missing})")
+            continue
+        median = statistics.median(samples)
+        times = median / bare_median
+        verdict = "" if target is None else f"≤{target:g}x: " + ("met" if times <= target else "NOT met")
+        print(f"{label:<18}{median:>11.3f}{_spread(samples):>16}{times:>8.1f}x  {verdict}")
+
+
+def _spread(samples: list[float]) -> str:
+    return f"{min(samples):.3f}–{max(samples):.3f}"
+
+
+async def _close(saver: Any) -> None:
+    for name in ("aclose", "close"):
+        close = getattr(saver, name, None)
+        if close is not None:
+            outcome = close()
+            if asyncio.iscoroutine(outcome):
+                await outcome
+            return
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--postgres", action="store_true",
+                        help="add a PostgresSaver column (starts a throwaway server, or uses "
+                             "BENCH_POSTGRES_URL)")
+    asyncio.run(main(parser.parse_args().postgres))

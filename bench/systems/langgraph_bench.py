@@ -1,0 +1,183 @@
+"""LangGraph's functional API (`@entrypoint`, `@task`, `interrupt`, `Command`).
+
+Backends: no checkpointer (stream only), `InMemorySaver`, `AsyncSqliteSaver` (a file in a
+temporary directory), `AsyncPostgresSaver` (its own database on the throwaway server).
+LangGraph's default durability mode ("async") is left as it is.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.config import get_stream_writer
+from langgraph.func import entrypoint, task
+from langgraph.types import Command, interrupt
+
+from _harness import System, run_system
+
+# ---- the workload: the same shapes as in every other system module -----------------
+
+
+async def producer(n: int) -> None:
+    write = get_stream_writer()
+    for i in range(n):
+        write(i)
+
+
+async def pauser(k: int) -> int:
+    total = 0
+    for i in range(k):
+        total += interrupt(i)
+    return total
+
+
+@task
+async def add_one(i: int) -> int:
+    return i + 1
+
+
+async def stepper(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += await add_one(i)
+    return total
+
+
+async def stepper_then_pause(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += await add_one(i)
+    return total + interrupt("continue?")
+
+
+# ---- backends ----------------------------------------------------------------------
+
+
+class Backend:
+    """The entrypoints compiled against one checkpointer (LangGraph binds it at build time)."""
+
+    def __init__(self, checkpointer: Any) -> None:
+        build = entrypoint(checkpointer=checkpointer)
+        self.producer = build(producer)
+        self.pauser = build(pauser)
+        self.stepper = build(stepper)
+        self.stepper_then_pause = build(stepper_then_pause)
+
+
+@asynccontextmanager
+async def no_checkpointer(pg_url: str | None, workdir: str) -> AsyncIterator[Backend]:
+    yield Backend(None)
+
+
+@asynccontextmanager
+async def memory(pg_url: str | None, workdir: str) -> AsyncIterator[Backend]:
+    yield Backend(InMemorySaver())
+
+
+@asynccontextmanager
+async def sqlite(pg_url: str | None, workdir: str) -> AsyncIterator[Backend]:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path = Path(workdir) / f"langgraph-{uuid.uuid4().hex}.sqlite"
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        await saver.setup()
+        yield Backend(saver)
+
+
+@asynccontextmanager
+async def postgres(pg_url: str | None, workdir: str) -> AsyncIterator[Backend]:
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    from _pg import create_database
+
+    if pg_url is None:
+        raise RuntimeError("no PostgreSQL server (pass --postgres URL)")
+    url = create_database(pg_url, "bench_langgraph")
+    async with AsyncPostgresSaver.from_conn_string(url) as saver:
+        await saver.setup()
+        yield Backend(saver)
+
+
+def new_thread() -> dict[str, Any]:
+    return {"configurable": {"thread_id": uuid.uuid4().hex}}
+
+
+# ---- scenarios ---------------------------------------------------------------------
+
+
+async def stream(backend: Backend, n: int) -> float:
+    received = 0
+    started = time.perf_counter()
+    async for _partial in backend.producer.astream(n, new_thread(), stream_mode="custom"):
+        received += 1
+    elapsed = time.perf_counter() - started
+    assert received == n, received
+    return elapsed
+
+
+async def pause_resume(backend: Backend, k: int) -> float:
+    config = new_thread()
+    request: Any = k
+    pauses = 0
+    started = time.perf_counter()
+    while True:
+        pending = None
+        async for update in backend.pauser.astream(request, config, stream_mode="updates"):
+            if "__interrupt__" in update:
+                pending = update["__interrupt__"][0].value
+        if pending is None:
+            break
+        pauses += 1
+        request = Command(resume=pending)
+    elapsed = time.perf_counter() - started
+    assert pauses == k, pauses
+    return elapsed
+
+
+async def steps(backend: Backend, n: int) -> float:
+    started = time.perf_counter()
+    total = await backend.stepper.ainvoke(n, new_thread())
+    elapsed = time.perf_counter() - started
+    assert total == n * (n + 1) // 2, total
+    return elapsed
+
+
+async def resume_after_steps(backend: Backend, n: int) -> float:
+    config = new_thread()
+    first = await backend.stepper_then_pause.ainvoke(n, config)
+    assert "__interrupt__" in first, first
+    started = time.perf_counter()
+    total = await backend.stepper_then_pause.ainvoke(Command(resume=1), config)
+    elapsed = time.perf_counter() - started
+    assert total == n * (n + 1) // 2 + 1, total
+    return elapsed
+
+
+def make_system(variant: str) -> System:
+    with_checkpointer = ("memory", "sqlite", "postgres")
+    return System(
+        name="LangGraph",
+        backends={"none": no_checkpointer, "memory": memory, "sqlite": sqlite,
+                  "postgres": postgres},
+        scenarios={"stream": stream, "pause_resume": pause_resume, "steps": steps,
+                   "resume_after_steps": resume_after_steps},
+        versions={name: version(name) for name in (
+            "langgraph", "langgraph-checkpoint", "langgraph-checkpoint-sqlite",
+            "langgraph-checkpoint-postgres")},
+        backends_for={"pause_resume": with_checkpointer, "steps": with_checkpointer,
+                      "resume_after_steps": with_checkpointer},
+    )
+
+
+if __name__ == "__main__":
+    run_system(make_system)

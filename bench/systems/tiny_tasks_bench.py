@@ -1,0 +1,199 @@
+"""tiny-tasks (`@task`, `interrupt`, `@step`, `Command`), the system the others are compared to.
+
+Backends: no checkpointer (stream only), `MemorySaver`, `SqliteSaver` (a file in a
+temporary directory), `PostgresSaver` (its own database on the throwaway server).
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tiny_tasks import Command, MemorySaver, TaskInterrupted, interrupt, step, task
+
+from _harness import NotApplicable, System, run_system
+
+# ---- the workload: the same shapes as in every other system module -----------------
+
+
+@task("producer")
+async def producer(n: int):  # type: ignore[no-untyped-def]
+    for i in range(n):
+        yield i
+
+
+@task("pauser")
+async def pauser(k: int) -> int:
+    total = 0
+    for i in range(k):
+        total += interrupt(i)
+    return total
+
+
+@step
+async def add_one(i: int) -> int:
+    return i + 1
+
+
+@task("stepper")
+async def stepper(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += await add_one(i)
+    return total
+
+
+@task("stepper_then_pause")
+async def stepper_then_pause(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += await add_one(i)
+    return total + interrupt("continue?")
+
+
+# ---- backends ----------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def opened(saver: Any) -> AsyncIterator[Any]:
+    """Use `saver` as an async context manager if it is one, else close it afterwards."""
+    if hasattr(saver, "__aenter__"):
+        async with saver as entered:
+            yield entered if entered is not None else saver
+        return
+    try:
+        yield saver
+    finally:
+        for name in ("aclose", "close"):
+            close = getattr(saver, name, None)
+            if close is not None:
+                outcome = close()
+                if inspect.isawaitable(outcome):
+                    await outcome
+                break
+
+
+def saver_class(name: str) -> Any:
+    import tiny_tasks.savers
+
+    try:
+        return getattr(tiny_tasks.savers, name)
+    except ModuleNotFoundError as missing:
+        if missing.name and missing.name.startswith("tiny_tasks."):
+            raise NotApplicable(f"{name} is not in this tiny-tasks build") from None
+        raise
+
+
+@asynccontextmanager
+async def no_checkpointer(pg_url: str | None, workdir: str) -> AsyncIterator[None]:
+    yield None
+
+
+@asynccontextmanager
+async def memory(pg_url: str | None, workdir: str) -> AsyncIterator[Any]:
+    yield MemorySaver()
+
+
+@asynccontextmanager
+async def sqlite(pg_url: str | None, workdir: str) -> AsyncIterator[Any]:
+    SqliteSaver = saver_class("SqliteSaver")
+    path = Path(workdir) / f"tiny-tasks-{uuid.uuid4().hex}.sqlite"
+    async with opened(SqliteSaver(str(path))) as saver:
+        yield saver
+
+
+@asynccontextmanager
+async def postgres(pg_url: str | None, workdir: str) -> AsyncIterator[Any]:
+    PostgresSaver = saver_class("PostgresSaver")
+    from _pg import create_database
+
+    if pg_url is None:
+        raise RuntimeError("no PostgreSQL server (pass --postgres URL)")
+    async with opened(PostgresSaver(create_database(pg_url, "bench_tiny_tasks"))) as saver:
+        yield saver
+
+
+def new_run(checkpointer: Any) -> dict[str, Any]:
+    return {"run_id": uuid.uuid4().hex, "checkpointer": checkpointer}
+
+
+# ---- scenarios ---------------------------------------------------------------------
+
+
+async def stream(backend: Any, n: int) -> float:
+    received = 0
+    started = time.perf_counter()
+    async for _partial, _snapshot, _interrupt in producer(n, **new_run(backend)):
+        received += 1
+    elapsed = time.perf_counter() - started
+    assert received == n, received
+    return elapsed
+
+
+async def pause_resume(backend: Any, k: int) -> float:
+    run = new_run(backend)
+    pauses = 0
+    started = time.perf_counter()
+    events = pauser(k, **run)
+    while True:
+        pending = None
+        async for _partial, _snapshot, paused in events:
+            if paused is not None:
+                pending = paused.value
+        if pending is None:
+            break
+        pauses += 1
+        events = pauser.resume(pending, **run)
+    total = events.result
+    elapsed = time.perf_counter() - started
+    assert pauses == k and total == k * (k - 1) // 2, (pauses, total)
+    return elapsed
+
+
+async def steps(backend: Any, n: int) -> float:
+    started = time.perf_counter()
+    total = await stepper.invoke(n, **new_run(backend))
+    elapsed = time.perf_counter() - started
+    assert total == n * (n + 1) // 2, total
+    return elapsed
+
+
+async def resume_after_steps(backend: Any, n: int) -> float:
+    run = new_run(backend)
+    try:
+        await stepper_then_pause.invoke(n, **run)
+        raise AssertionError("the run did not pause")
+    except TaskInterrupted:
+        pass
+    started = time.perf_counter()
+    total = await stepper_then_pause.invoke(Command(resume=1), **run)
+    elapsed = time.perf_counter() - started
+    assert total == n * (n + 1) // 2 + 1, total
+    return elapsed
+
+
+def make_system(variant: str) -> System:
+    with_checkpointer = ("memory", "sqlite", "postgres")
+    return System(
+        name="tiny-tasks",
+        backends={"none": no_checkpointer, "memory": memory, "sqlite": sqlite,
+                  "postgres": postgres},
+        scenarios={"stream": stream, "pause_resume": pause_resume, "steps": steps,
+                   "resume_after_steps": resume_after_steps},
+        versions={"tiny-tasks": version("tiny-tasks")},
+        backends_for={"pause_resume": with_checkpointer, "steps": with_checkpointer,
+                      "resume_after_steps": with_checkpointer},
+    )
+
+
+if __name__ == "__main__":
+    run_system(make_system)
