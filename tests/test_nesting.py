@@ -628,3 +628,31 @@ async def test_a_child_with_record_false_may_stream_anything(
     opts: dict[str, Any] = {"run_id": "unrecorded-handles", "checkpointer": saver}
     assert await collect(parent(**opts)) == ([1, 2], [Interrupt("?", "parent/interrupt#1")])
     assert await collect(parent.resume("ok", **opts)) == (["ok"], [])
+
+
+async def test_aclose_stops_children_running_under_gather() -> None:
+    log: list[str] = []
+    never = asyncio.Event()
+    both_waiting = asyncio.Barrier(3)
+
+    @task
+    async def child(name: str) -> None:
+        try:
+            await both_waiting.wait()
+            await never.wait()
+        finally:
+            log.append(f"{name} finally")
+
+    @task
+    async def parent(_: Any) -> None:
+        try:
+            emit("started")
+            await asyncio.gather(child.invoke("a"), child.invoke("b"))
+        finally:
+            log.append("parent finally")
+
+    stream = parent()
+    assert (await anext(stream)).partial == "started"
+    await both_waiting.wait()
+    await stream.aclose()
+    assert sorted(log) == ["a finally", "b finally", "parent finally"]

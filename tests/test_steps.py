@@ -571,3 +571,17 @@ async def test_a_recorded_site_never_reached_again_is_a_mismatch(
     with pytest.raises(ReplayMismatchError, match="'job/fetch#0'"):
         await collect(task("job", new_code)(**opts))
     assert saver.load("removed") is not None
+
+
+async def test_interrupt_inside_a_step_says_that_steps_cannot_pause() -> None:
+    # A step is opaque (its result is recorded whole), so it cannot pause the run. The
+    # error should say so, not that no task is running: the task is running.
+    def asks() -> str:
+        return interrupt("inside a step")
+
+    @task
+    async def job(_: Any, ctx: TaskContext) -> str:
+        return await ctx.step(asks)
+
+    with pytest.raises(RuntimeError, match="step"):
+        await job.invoke()
