@@ -22,7 +22,16 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["Frame", "PauseRun", "TaskContext", "current_frame", "emit", "interrupt"]
+__all__ = [
+    "IN_STEP",
+    "Frame",
+    "PauseRun",
+    "StepMarker",
+    "TaskContext",
+    "current_frame",
+    "emit",
+    "interrupt",
+]
 
 
 class PauseRun(BaseException):
@@ -55,12 +64,30 @@ class Frame:
         return site_id, (*self.order, index)
 
 
-_current: ContextVar[Frame | None] = ContextVar("tiny_tasks_frame", default=None)
-current_frame = _current.get
+class StepMarker:
+    """The current "frame" while a step's function runs: steps are opaque."""
+
+    __slots__ = ()
+
+
+IN_STEP = StepMarker()
+
+_current: ContextVar[Frame | StepMarker | None] = ContextVar("tiny_tasks_frame", default=None)
+
+
+def current_frame() -> Frame | None:
+    """The frame of the task running here, or `None` (also inside a step)."""
+    frame = _current.get()
+    return frame if isinstance(frame, Frame) else None
 
 
 def _require_frame(what: str) -> Frame:
     frame = _current.get()
+    if isinstance(frame, StepMarker):
+        raise RuntimeError(
+            f"{what}() was called inside a step; a step's result is recorded whole, so it "
+            f"cannot pause or stream. Call {what}() in the task body, before or after the step"
+        )
     if frame is None:
         raise RuntimeError(
             f"{what}() was called outside a running task; call it from the body of a "

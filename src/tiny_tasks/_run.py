@@ -52,6 +52,7 @@ class Run:
         self._positions: dict[str, str] = {}
         self._visited: set[str] = set()
         self._replayed_children: list[str] = []
+        self._paused_on: dict[str, Any] | None = None
         self._state = b""
         # Serialises this run's writes, so each names the version the previous one made.
         self.lock = asyncio.Lock()
@@ -107,6 +108,7 @@ class Run:
 
     async def _answer(self, command: Command, stored: Checkpoint) -> None:
         pending = list(self.journal.pending)
+        self._paused_on = dict(self.journal.pending)
         if stored.status != "paused" or not pending:
             raise NoCheckpointError(
                 self.run_id,
@@ -247,6 +249,12 @@ class Run:
         """Save the run as paused on `interrupts`."""
         self.journal.pending = {i.id: i.value for i in interrupts}
         await self.write("paused")
+
+    async def put_back(self) -> None:
+        """After a replay that could not go on: store the run as paused as it was, if it was."""
+        if self._paused_on is not None and self.saving:
+            self.journal.pending = self._paused_on
+            await self.write("paused")
 
     async def forget(self) -> None:
         """Delete the run's checkpoint (it finished or failed)."""

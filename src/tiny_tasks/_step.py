@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._context import Frame, _current
+from ._context import IN_STEP, Frame, _current, current_frame
 from ._journal import StepRecord
 from .errors import ReplayMismatchError, SerializationError, StepFailedError
 
@@ -96,7 +96,7 @@ async def _run_step(
                 f"a call with arguments hash {args_hash} (other arguments)",
             )
         return _replay(site_id, recorded)
-    token = _current.set(None)  # a step is opaque: no interrupts or nested runs in it
+    token = _current.set(IN_STEP)  # a step is opaque: no interrupts or nested runs in it
     try:
         value, error = await _attempt_all(fn, args, kwargs, policy, timeout)
     finally:
@@ -147,6 +147,9 @@ async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
 def _hash_arguments(serde: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
     if not args and not kwargs:
         return ""
+    # Hash what the plaintext codec writes: an encrypting one uses a fresh nonce each time.
+    while hasattr(serde, "inner"):
+        serde = serde.inner
     try:
         encoded = serde.dumps([list(args), sorted(kwargs.items())])
     except Exception:
@@ -209,7 +212,7 @@ def step(
     def decorate(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         @functools.wraps(func)
         def call(*args: Any, **kwargs: Any) -> Awaitable[Any]:
-            frame = _current.get()
+            frame = current_frame()
             if frame is None:
                 return _attempt_all_unrecorded(func, args, kwargs, retry or _NO_RETRY, timeout)
             return start_step(frame, func, args, kwargs, retry=retry, timeout=timeout, name=name)

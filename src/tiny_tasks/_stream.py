@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any, Generic, TypeVar
 
 from ._body import Body, async_generator_of, body_result, make_body
-from ._context import Frame, PauseRun, TaskContext, _current
+from ._context import Frame, PauseRun, TaskContext, _current, current_frame
 from ._journal import ChildRecord
 from ._run import NO_INPUT, Run
 from ._values import Event, Interrupt, Snapshot
@@ -97,7 +97,7 @@ class TaskStream(Generic[Out, P]):
         self._state = "new"
         self.result: Out | None = None
         self.interrupts: list[Interrupt] = []
-        parent = _current.get()
+        parent = current_frame()
         self._parent = parent
         if parent is None:
             self.run_id = run_id
@@ -324,7 +324,11 @@ class TaskStream(Generic[Out, P]):
             if self._recorded is not None:
                 await run.record_child(self._site, self._recorded, result)
             return
-        run.check_fully_replayed()
+        try:
+            run.check_fully_replayed()
+        except ReplayMismatchError:
+            await run.put_back()
+            raise
         await run.forget()
 
     async def _fail_or_pause(self, error: BaseException) -> Any:
@@ -342,8 +346,13 @@ class TaskStream(Generic[Out, P]):
             await run.pause(interrupts)
             self._queue_interrupts(interrupts)
             return _PAUSED
-        if run.saving and not isinstance(error, _KEEP_CHECKPOINT):
-            await run.forget()
+        # Only the task's own failure ends the run. Cancellation, KeyboardInterrupt and
+        # SystemExit stop this worker, as a crash would: the run stays continuable.
+        if run.saving and isinstance(error, Exception):
+            if not isinstance(error, _KEEP_CHECKPOINT):
+                await run.forget()
+            elif not isinstance(error, RunConflictError):
+                await run.put_back()
         raise error
 
     def _queue_interrupts(self, interrupts: list[Interrupt]) -> None:

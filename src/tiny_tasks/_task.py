@@ -183,7 +183,7 @@ def task(fn: Callable[..., Out], /) -> Task[Any, Out, Any]: ...
 
 def task(
     name_or_fn: str | Callable[..., Any] | None = None,
-    fn: Callable[..., Any] | None = None,
+    fn: Any = NO_INPUT,
     /,
     *,
     record: bool = True,
@@ -197,10 +197,10 @@ def task(
     runs again on replay). Raises `TaskDefinitionError` for a non-callable.
     """
     if isinstance(name_or_fn, str) or name_or_fn is None:
-        if fn is None:
+        if fn is NO_INPUT:
             return _TaskDecorator(name_or_fn, record)
         return Task(name_or_fn or _name_of(fn), fn, record=record)
-    if fn is not None:
+    if fn is not NO_INPUT:
         raise TypeError("task(fn) takes one function; use task('name', fn) to name it")
     return Task(_name_of(name_or_fn), name_or_fn, record=record)
 

@@ -87,7 +87,8 @@ class ReplayMismatchError(TinyTasksError):
             f"replay of run {run_id!r} does not match its journal at site {site_id!r}: "
             f"recorded {recorded}, found {found}. The task's code changed between the "
             "pause and the resume; restore the old code to finish this run, or delete "
-            "the run and start it again. The stored checkpoint was left unchanged."
+            "the run and start it again. The run's checkpoint was kept (a paused run "
+            "stays paused on the same interrupts)."
         )
 
 

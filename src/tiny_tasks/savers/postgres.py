@@ -1,0 +1,307 @@
+"""`PostgresSaver`: checkpoints in PostgreSQL, for many processes on many machines.
+
+Needs the `postgres` extra (`pip install 'tiny-tasks[postgres]'`: psycopg 3 and
+psycopg-pool); they are imported when a saver is created, never by
+`import tiny_tasks.savers`. Every method is one statement, so one round trip on an
+autocommit connection: a save updates the run and appends its entries in one statement
+with data-modifying CTEs, and `mark_delivered` is a single UPDATE. Compare-and-swap is
+`UPDATE ... WHERE version = %s` (or `INSERT ... ON CONFLICT DO NOTHING` to create) and
+a look at the row count. Timestamps come from the server's clock, the one clock all
+workers share.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NoReturn, cast
+
+from ..errors import RunConflictError, TinyTasksError
+from ._conflict import conflict_error
+from ._postgres_schema import migrate
+from .base import Checkpoint, CheckpointWrite, RunInfo, RunStatus
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+    from psycopg_pool import AsyncConnectionPool
+
+__all__ = ["PostgresSaver"]
+
+_NOW = "extract(epoch FROM statement_timestamp())::float8"
+_MARK_DELIVERED = (
+    f"UPDATE tiny_tasks_runs SET delivered = %s, version = version + 1, updated_at = {_NOW}"
+    " WHERE run_id = %s AND version = %s"
+)
+_APPEND_FROM = (
+    " appended AS (INSERT INTO tiny_tasks_entries (run_id, seq, data)"
+    " SELECT changed.run_id, changed.entry_count - %(count)s + entry.seq - 1, entry.data"
+    " FROM changed, unnest(%(entries)s::bytea[]) WITH ORDINALITY AS entry (data, seq))"
+    " SELECT count(*) FROM changed"
+)
+_CREATE = (
+    "WITH changed AS (INSERT INTO tiny_tasks_runs (run_id, task_name, status, version,"
+    " delivered, pending, state, entry_count, created_at, updated_at) VALUES (%(run_id)s,"
+    " %(task_name)s, %(status)s, 1, %(delivered)s, %(pending)s, %(state)s, %(count)s,"
+    f" {_NOW}, {_NOW}) ON CONFLICT (run_id) DO NOTHING RETURNING run_id, entry_count),"
+    + _APPEND_FROM
+)
+_UPDATE = (
+    "WITH changed AS (UPDATE tiny_tasks_runs SET task_name = %(task_name)s, status ="
+    " %(status)s, version = version + 1, delivered = %(delivered)s, pending = %(pending)s,"
+    " state = %(state)s, entry_count = entry_count + %(count)s, updated_at ="
+    f" {_NOW} WHERE run_id = %(run_id)s AND version = %(expected)s"
+    " RETURNING run_id, entry_count)," + _APPEND_FROM
+)
+_VERSION = "SELECT version FROM tiny_tasks_runs WHERE run_id = %s"
+_DELETE = (
+    "WITH entries AS (DELETE FROM tiny_tasks_entries WHERE run_id = %s)"
+    " DELETE FROM tiny_tasks_runs WHERE run_id = %s"
+)
+_LOAD = (
+    "SELECT task_name, status, version, delivered, pending, state, created_at, updated_at,"
+    " ARRAY(SELECT data FROM tiny_tasks_entries AS entry WHERE entry.run_id = run.run_id"
+    " ORDER BY seq) FROM tiny_tasks_runs AS run WHERE run_id = %s"
+)
+_LIST = (
+    "SELECT run_id, task_name, status, version, delivered, pending, created_at, updated_at"
+    " FROM tiny_tasks_runs{where} ORDER BY created_at DESC, run_id DESC LIMIT %s OFFSET %s"
+)
+
+
+class PostgresSaver:
+    """Stores checkpoints in PostgreSQL; call `await saver.setup()` once before use.
+
+    `conninfo` is a libpq connection string (the saver then owns a pool of up to
+    `max_size` autocommit connections, opened on first use and closed by `close()`)
+    or an `AsyncConnectionPool` you opened and will close yourself (autocommit
+    connections save a round trip per call). `serde` is the codec the engine uses for
+    this saver's values (`None`: the default).
+
+    A saver's pool belongs to the event loop that opened it: use one saver per loop.
+
+    Raises `ImportError` naming the extra to install when psycopg is missing.
+    """
+
+    def __init__(
+        self,
+        conninfo: str | AsyncConnectionPool[Any],
+        *,
+        max_size: int = 10,
+        serde: Any = None,
+    ) -> None:
+        try:
+            import psycopg  # noqa: F401
+            from psycopg_pool import AsyncConnectionPool
+        except ImportError as error:
+            raise ImportError(
+                "PostgresSaver needs psycopg 3 and psycopg-pool; install them with "
+                "pip install 'tiny-tasks[postgres]'"
+            ) from error
+        self.serde = serde
+        """The codec the engine uses for this saver's values (`None`: the default)."""
+        self._owns_pool = isinstance(conninfo, str)
+        if isinstance(conninfo, str):
+            self._pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                conninfo,
+                min_size=1,
+                max_size=max_size,
+                open=False,
+                kwargs={"autocommit": True},
+                name="tiny-tasks",
+            )
+        else:
+            self._pool = conninfo
+        self._opened = not self._owns_pool
+        self._closed = False
+
+    @property
+    def pool(self) -> AsyncConnectionPool[Any]:
+        """The connection pool the saver uses."""
+        return self._pool
+
+    async def setup(self) -> None:
+        """Create the tables, or migrate them to this version's schema.
+
+        Idempotent and safe to call from several processes at once (an advisory lock
+        serialises them). Raises `TinyTasksError` if the database has a newer schema.
+        """
+        async with self._connection() as connection:
+            await migrate(connection)
+
+    async def load(self, run_id: str) -> Checkpoint | None:
+        """The stored checkpoint of `run_id` with all its entries, or `None`."""
+        row = await self._fetch_one(_LOAD, (run_id,))
+        if row is None:
+            return None
+        task_name, status, version, delivered, pending, state, created, updated, entries = row
+        return Checkpoint(
+            run_id,
+            task_name,
+            status,
+            version,
+            delivered,
+            tuple(pending),
+            bytes(state),
+            tuple(bytes(entry) for entry in entries),
+            created,
+            updated,
+        )
+
+    async def save(self, write: CheckpointWrite, expected_version: int | None) -> int:
+        """Apply `write` if the run is at `expected_version`; return the new version.
+
+        `expected_version=None` creates the run. Raises `RunConflictError` if the run
+        exists (when creating) or is not at `expected_version`.
+        """
+        parameters = {
+            "run_id": write.run_id,
+            "task_name": write.task_name,
+            "status": write.status,
+            "delivered": write.delivered,
+            "pending": list(write.pending),
+            "state": write.state,
+            "count": len(write.entries),
+            "entries": list(write.entries),
+            "expected": expected_version,
+        }
+        query = _CREATE if expected_version is None else _UPDATE
+        row = await self._fetch_one(query, parameters)
+        if row is None or row[0] != 1:
+            raise await self._conflict(write.run_id, expected_version)
+        return 1 if expected_version is None else expected_version + 1
+
+    async def mark_delivered(self, run_id: str, delivered: int, expected_version: int) -> int:
+        """Set the delivered count and bump the version: one UPDATE, one round trip.
+
+        Raises `RunConflictError` if the run is missing or not at `expected_version`.
+        """
+        async with self._connection() as connection:
+            try:
+                cursor = await connection.execute(
+                    _MARK_DELIVERED, (delivered, run_id, expected_version)
+                )
+            except Exception as error:
+                _reraise(error)
+            changed = cursor.rowcount
+        if changed != 1:
+            raise await self._conflict(run_id, expected_version)
+        return expected_version + 1
+
+    async def delete(self, run_id: str) -> None:
+        """Forget `run_id` and its entries (no error if it is not stored)."""
+        async with self._connection() as connection:
+            try:
+                await connection.execute(_DELETE, (run_id, run_id))
+            except Exception as error:
+                _reraise(error)
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        task_name: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunInfo]:
+        """Stored runs, newest first (ties by run id), filtered by status and task name.
+
+        Raises `ValueError` for a negative `limit` or `offset`.
+        """
+        if limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must be >= 0, not {limit} and {offset}")
+        conditions: list[str] = []
+        parameters: list[Any] = []
+        if status is not None:
+            conditions.append("status = %s")
+            parameters.append(status)
+        if task_name is not None:
+            conditions.append("task_name = %s")
+            parameters.append(task_name)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        async with self._connection() as connection:
+            try:
+                cursor = await connection.execute(
+                    _LIST.format(where=where), (*parameters, limit, offset)
+                )
+                rows = await cursor.fetchall()
+            except Exception as error:
+                _reraise(error)
+        return [
+            RunInfo(run_id, name, cast(RunStatus, state), version, delivered, tuple(pending), created, updated)
+            for run_id, name, state, version, delivered, pending, created, updated in rows
+        ]
+
+    async def close(self) -> None:
+        """Close the pool if the saver created it (a pool you passed in stays open)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_pool:
+            await self._pool.close()
+
+    async def __aenter__(self) -> PostgresSaver:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = ", closed" if self._closed else ""
+        return f"PostgresSaver(pool={self._pool.name!r}{state})"
+
+    def _connection(self) -> Any:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed; create a new PostgresSaver")
+        if not self._opened:
+            return _OpeningConnection(self)
+        return self._pool.connection()
+
+    async def _fetch_one(self, query: str, parameters: Any) -> tuple[Any, ...] | None:
+        async with self._connection() as connection:
+            try:
+                cursor = await connection.execute(query, parameters)
+                row: tuple[Any, ...] | None = await cursor.fetchone()
+            except Exception as error:
+                _reraise(error)
+        return row
+
+    async def _conflict(self, run_id: str, expected_version: int | None) -> RunConflictError:
+        if expected_version is None:
+            return conflict_error(run_id, 0, None)
+        row = await self._fetch_one(_VERSION, (run_id,))
+        return conflict_error(run_id, None if row is None else int(row[0]), expected_version)
+
+
+class _OpeningConnection:
+    """`pool.connection()` for a pool the saver still has to open (its first call)."""
+
+    def __init__(self, saver: PostgresSaver) -> None:
+        self._saver = saver
+        self._context: Any = None
+
+    async def __aenter__(self) -> AsyncConnection[Any]:
+        saver = self._saver
+        await saver._pool.open(wait=True)
+        saver._opened = True
+        self._context = saver._pool.connection()
+        connection: AsyncConnection[Any] = await self._context.__aenter__()
+        return connection
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._context.__aexit__(*exc_info)
+
+
+def _reraise(error: Exception) -> NoReturn:
+    """Explain a missing table (setup was not called); re-raise anything else."""
+    from psycopg.errors import UndefinedTable
+
+    if isinstance(error, UndefinedTable):
+        raise TinyTasksError(
+            f"the tiny-tasks tables are missing from this database ({error}); "
+            "call await saver.setup() once to create them"
+        ) from error
+    raise error

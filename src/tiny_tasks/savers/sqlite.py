@@ -1,0 +1,227 @@
+"""`SqliteSaver`: checkpoints in a SQLite file, on the standard library alone.
+
+The database runs in WAL mode, so readers never block the writer and several processes
+on one machine can share a file: writes take SQLite's write lock with
+`BEGIN IMMEDIATE`, wait up to `busy_timeout` for it, and are compare-and-swapped on the
+run's version, so two workers can never both drive one run.
+
+Durability: with the default `synchronous="NORMAL"` a commit survives the process being
+killed at any moment, but the last commits before a power loss or OS crash may be lost
+(the database stays consistent). `synchronous="FULL"` fsyncs the WAL on every commit and
+survives power loss too, at several times the cost per write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import warnings
+from types import TracebackType
+from typing import Any, TypeVar
+
+from . import _sqlite_queries as queries
+from ._sqlite_schema import SYNCHRONOUS_LEVELS, connect
+from ._sqlite_thread import DatabaseThread, LoopWaker, Work
+from .base import Checkpoint, CheckpointWrite, RunInfo, RunStatus
+
+__all__ = ["SqliteSaver"]
+
+T = TypeVar("T")
+
+
+class SqliteSaver:
+    """Stores checkpoints in the SQLite database at `path` (created if missing).
+
+    * `synchronous`: `"NORMAL"` (default: safe against a killed process, not against
+      power loss), `"FULL"` or `"EXTRA"` (safe against power loss, slower), or `"OFF"`
+      (tests only: an OS crash can corrupt the file).
+    * `busy_timeout`: seconds a write waits for another process's write lock before it
+      fails with `sqlite3.OperationalError` ("database is locked").
+    * `serde`: the codec the engine uses for this saver's values (`None`: the default).
+
+    All database work runs on one thread per saver, never on the event loop. A saver
+    may be shared by any number of event loops in any threads; each call resolves on
+    the loop that awaited it. Close it with `await saver.close()` or `async with`. Do
+    not carry a saver across `os.fork()`; open one per process.
+
+    Raises `ValueError` for an unknown `synchronous` level, a negative `busy_timeout`
+    or an in-memory path (each connection would see its own database: use
+    `MemorySaver`). Errors opening the file are raised by the first awaited call.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 5.0,
+        serde: Any = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.synchronous = synchronous.upper()
+        self.busy_timeout = busy_timeout
+        self.serde = serde
+        """The codec the engine uses for this saver's values (`None`: the default)."""
+        if self.synchronous not in SYNCHRONOUS_LEVELS:
+            raise ValueError(
+                f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, "
+                f"not {synchronous!r}"
+            )
+        if busy_timeout < 0:
+            raise ValueError(f"busy_timeout must be >= 0 seconds, not {busy_timeout!r}")
+        if self.path == ":memory:" or self.path.startswith("file::memory:") or not self.path:
+            raise ValueError(
+                "SqliteSaver needs a file path; an in-memory SQLite database is private to "
+                "one connection. Use MemorySaver for checkpoints that live in memory."
+            )
+        self._wakers: dict[asyncio.AbstractEventLoop, LoopWaker] = {}
+        self._wakers_lock = threading.Lock()
+        self._closed = False
+        path_, level, timeout = self.path, self.synchronous, busy_timeout
+        self._thread = DatabaseThread(
+            lambda: connect(path_, synchronous=level, busy_timeout=timeout),
+            name=f"tiny-tasks-sqlite {self.path}",
+        )
+
+    async def setup(self) -> None:
+        """Open the database and create or migrate its schema now, not on first use.
+
+        Raises `sqlite3.Error` if the file cannot be opened, `TinyTasksError` if it was
+        written by a newer tiny-tasks.
+        """
+        await self._call(queries.ping, (), writes=False)
+
+    async def load(self, run_id: str) -> Checkpoint | None:
+        """The stored checkpoint of `run_id` with all its entries, or `None`."""
+        result: Checkpoint | None = await self._call(queries.load, (run_id,), writes=False)
+        return result
+
+    async def save(self, write: CheckpointWrite, expected_version: int | None) -> int:
+        """Apply `write` if the run is at `expected_version`; return the new version.
+
+        `expected_version=None` creates the run. Raises `RunConflictError` if the run
+        exists (when creating) or is not at `expected_version`.
+        """
+        pending = queries.encode_pending(write.pending)
+        version: int = await self._call(
+            queries.save, (write, pending, expected_version), writes=True
+        )
+        return version
+
+    async def mark_delivered(self, run_id: str, delivered: int, expected_version: int) -> int:
+        """Set the delivered count and bump the version; one small UPDATE and commit.
+
+        Raises `RunConflictError` if the run is missing or not at `expected_version`.
+        """
+        version: int = await self._call(
+            queries.mark_delivered, (run_id, delivered, expected_version), writes=True
+        )
+        return version
+
+    async def delete(self, run_id: str) -> None:
+        """Forget `run_id` and its entries (no error if it is not stored)."""
+        await self._call(queries.delete, (run_id,), writes=True)
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        task_name: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunInfo]:
+        """Stored runs, newest first, filtered by status and task name.
+
+        Raises `ValueError` for a negative `limit` or `offset`.
+        """
+        if limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must be >= 0, not {limit} and {offset}")
+        runs: list[RunInfo] = await self._call(
+            queries.list_runs, (status, task_name, limit, offset), writes=False
+        )
+        return runs
+
+    async def close(self) -> None:
+        """Finish the queued calls, close the connection and stop the thread.
+
+        Calling it again does nothing. Calls made after it raise `RuntimeError`.
+        """
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        waker = self._waker(loop)
+        self._closed = True
+        stopped: asyncio.Future[None] = loop.create_future()
+        if self._thread.stop(stopped, waker):
+            await stopped
+            self._thread.join()  # returns at once: the thread ends after resolving `stopped`
+        self._close_wakers(loop)
+
+    async def __aenter__(self) -> SqliteSaver:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = ", closed" if self._closed else ""
+        return f"SqliteSaver({self.path!r}, synchronous={self.synchronous!r}{state})"
+
+    def __del__(self) -> None:
+        if getattr(self, "_closed", True):
+            return
+        warnings.warn(
+            f"{self!r} was never closed; await saver.close() or use 'async with'",
+            ResourceWarning,
+            stacklevel=1,
+            source=self,
+        )
+        self._closed = True
+        self._thread.stop(None, None)
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        self._close_wakers(current)
+
+    def _call(self, work: Work, args: tuple[Any, ...], *, writes: bool) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        waker = self._wakers.get(loop) or self._waker(loop)
+        future = loop.create_future()
+        if not self._thread.submit((work, args, writes, future, waker)):
+            raise self._closed_error()
+        return future
+
+    def _closed_error(self) -> RuntimeError:
+        return RuntimeError(f"{self!r} is closed; open a new SqliteSaver to use the file")
+
+    def _waker(self, loop: asyncio.AbstractEventLoop) -> LoopWaker:
+        with self._wakers_lock:
+            if self._closed:
+                raise self._closed_error()
+            waker = self._wakers.get(loop)
+            if waker is None:
+                for old_loop, old in list(self._wakers.items()):
+                    if old_loop.is_closed():
+                        old.close()
+                        del self._wakers[old_loop]
+                waker = self._wakers[loop] = LoopWaker(loop)
+            return waker
+
+    def _close_wakers(self, current: asyncio.AbstractEventLoop | None) -> None:
+        with self._wakers_lock:
+            wakers, self._wakers = self._wakers, {}
+        for loop, waker in wakers.items():
+            if loop is current or loop.is_closed():
+                waker.close()
+            else:
+                try:
+                    loop.call_soon_threadsafe(waker.close)
+                except RuntimeError:  # closed meanwhile
+                    waker.close()
