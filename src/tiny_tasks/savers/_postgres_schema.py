@@ -43,8 +43,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (run_id, seq)
         )""",
         "CREATE INDEX tiny_tasks_runs_by_created ON tiny_tasks_runs (created_at, run_id)",
-        "CREATE INDEX tiny_tasks_runs_by_status"
-        " ON tiny_tasks_runs (status, created_at, run_id)",
+        "CREATE INDEX tiny_tasks_runs_by_status ON tiny_tasks_runs (status, created_at, run_id)",
         "CREATE INDEX tiny_tasks_runs_by_task_name"
         " ON tiny_tasks_runs (task_name, created_at, run_id)",
     ),
@@ -65,9 +64,7 @@ async def migrate(connection: AsyncConnection[Any]) -> int:
             f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version integer PRIMARY KEY,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        cursor = await connection.execute(
-            f"SELECT COALESCE(max(version), 0) FROM {SCHEMA_TABLE}"
-        )
+        cursor = await connection.execute(f"SELECT COALESCE(max(version), 0) FROM {SCHEMA_TABLE}")
         row = await cursor.fetchone()
         current = int(row[0]) if row is not None else 0
         if current > LATEST_VERSION:

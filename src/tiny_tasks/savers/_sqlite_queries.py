@@ -50,9 +50,7 @@ _LOAD_RUN = (
     " FROM tiny_tasks_runs JOIN tiny_tasks_states USING (run_id) WHERE run_id = ?"
 )
 _LOAD_ENTRIES = "SELECT data FROM tiny_tasks_entries WHERE run_id = ? ORDER BY seq"
-_INFO_COLUMNS = (
-    "run_id, task_name, status, version, delivered, pending, created_at, updated_at"
-)
+_INFO_COLUMNS = "run_id, task_name, status, version, delivered, pending, created_at, updated_at"
 
 
 def encode_pending(pending: tuple[str, ...]) -> str:

@@ -44,8 +44,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (run_id, seq)
         ) WITHOUT ROWID""",
         "CREATE INDEX tiny_tasks_runs_by_created ON tiny_tasks_runs (created_at, run_id)",
-        "CREATE INDEX tiny_tasks_runs_by_status"
-        " ON tiny_tasks_runs (status, created_at, run_id)",
+        "CREATE INDEX tiny_tasks_runs_by_status ON tiny_tasks_runs (status, created_at, run_id)",
         "CREATE INDEX tiny_tasks_runs_by_task_name"
         " ON tiny_tasks_runs (task_name, created_at, run_id)",
     ),

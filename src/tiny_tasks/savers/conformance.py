@@ -97,9 +97,11 @@ async def _load(saver: Any, run_id: str) -> Checkpoint:
     return loaded
 
 
-async def _expect_conflict(result: Any, run_id: str, what: str) -> None:
+async def _expect_conflict(
+    method: Callable[..., Any], args: tuple[Any, ...], run_id: str, what: str
+) -> None:
     try:
-        value = await _call(result)
+        value = await _call(method(*args))  # a plain method raises here, before awaiting
     except RunConflictError as error:
         _expect_equal(error.run_id, run_id, f"{what}: RunConflictError.run_id")
         return
@@ -139,7 +141,7 @@ async def check_double_create_conflicts(saver: Any) -> None:
     await _call(saver.save(_write("run-1", state=b"first"), None))
     stored = await _load(saver, "run-1")
     second = _write("run-1", state=b"second", entries=(b"lost",))
-    await _expect_conflict(saver.save(second, None), "run-1", "creating an existing run")
+    await _expect_conflict(saver.save, (second, None), "run-1", "creating an existing run")
     _expect_equal(await _load(saver, "run-1"), stored, "the run after a double create")
 
 
@@ -151,7 +153,7 @@ async def check_stale_version_conflicts(saver: Any) -> None:
     stored = await _load(saver, "run-1")
     for stale in (1, 3, 0):
         write = _write("run-1", state=b"stale", entries=(b"lost",))
-        await _expect_conflict(saver.save(write, stale), "run-1", f"save at version {stale}")
+        await _expect_conflict(saver.save, (write, stale), "run-1", f"save at version {stale}")
     _expect_equal(await _load(saver, "run-1"), stored, "the run after stale saves")
     _expect_equal(stored.entries, (b"a", b"b"), "entries after stale saves")
 
@@ -159,7 +161,7 @@ async def check_stale_version_conflicts(saver: Any) -> None:
 async def check_update_of_missing_run_conflicts(saver: Any) -> None:
     """Saving at a version a run that is not stored raises and creates nothing."""
     write = _write("run-1", state=b"orphan", entries=(b"x",))
-    await _expect_conflict(saver.save(write, 1), "run-1", "updating a missing run")
+    await _expect_conflict(saver.save, (write, 1), "run-1", "updating a missing run")
     _expect_equal(await _call(saver.load("run-1")), None, "load() after a failed update")
 
 
@@ -212,8 +214,10 @@ async def check_mark_delivered(saver: Any) -> None:
     _expect_equal(loaded.created_at, before.created_at, "created_at after mark_delivered")
     if loaded.updated_at < before.updated_at:
         raise AssertionError("mark_delivered moved updated_at back in time")
-    await _expect_conflict(saver.mark_delivered("run-1", 9, 3), "run-1", "stale mark_delivered")
-    await _expect_conflict(saver.mark_delivered("run-2", 9, 1), "run-2", "mark_delivered of a missing run")
+    await _expect_conflict(saver.mark_delivered, ("run-1", 9, 3), "run-1", "stale mark_delivered")
+    await _expect_conflict(
+        saver.mark_delivered, ("run-2", 9, 1), "run-2", "mark_delivered of a missing run"
+    )
     _expect_equal(await _load(saver, "run-1"), loaded, "the run after a stale mark_delivered")
     version = await _call(saver.save(_write("run-1", entries=(b"f",)), 4))
     _expect_equal(version, 5, "version of a save after mark_delivered")
@@ -226,8 +230,8 @@ async def check_conflicts_change_nothing(saver: Any) -> None:
     await _call(saver.save(_write("run-2", state=b"two", entries=(b"2",)), None))
     await _call(saver.save(_write("run-2", state=b"two'", entries=(b"2'",)), 1))
     runs = [await _load(saver, "run-1"), await _load(saver, "run-2")]
-    await _expect_conflict(saver.save(_write("run-1", entries=(b"x",)), 2), "run-1", "save")
-    await _expect_conflict(saver.save(_write("run-2", entries=(b"x",)), None), "run-2", "create")
+    await _expect_conflict(saver.save, (_write("run-1", entries=(b"x",)), 2), "run-1", "save")
+    await _expect_conflict(saver.save, (_write("run-2", entries=(b"x",)), None), "run-2", "create")
     _expect_equal([await _load(saver, "run-1"), await _load(saver, "run-2")], runs, "the runs")
     _expect_equal(runs[1].entries, (b"2", b"2'"), "entries of the other run")
 
@@ -243,7 +247,7 @@ async def check_delete(saver: Any) -> None:
     await _call(saver.delete("never-stored"))
     listed = [info.run_id for info in await _call(saver.list_runs())]
     _expect_equal(listed, ["run-2"], "list_runs() after delete")
-    await _expect_conflict(saver.save(_write("run-1"), 1), "run-1", "update after delete")
+    await _expect_conflict(saver.save, (_write("run-1"), 1), "run-1", "update after delete")
     version = await _call(saver.save(_write("run-1", entries=(b"new",)), None))
     _expect_equal(version, 1, "version of a run created again")
     _expect_equal((await _load(saver, "run-1")).entries, (b"new",), "entries after re-create")
@@ -269,7 +273,9 @@ async def _create_listed(saver: Any) -> None:
 async def _expect_listed(saver: Any, expected: list[str], **filters: Any) -> None:
     listed = await _call(saver.list_runs(**filters))
     infos = [(await _load(saver, run_id)).info() for run_id in expected]
-    _expect_equal(listed, infos, f"list_runs({', '.join(f'{k}={v!r}' for k, v in filters.items())})")
+    _expect_equal(
+        listed, infos, f"list_runs({', '.join(f'{k}={v!r}' for k, v in filters.items())})"
+    )
 
 
 async def check_list_runs_filters_and_order(saver: Any) -> None:

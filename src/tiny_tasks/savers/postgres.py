@@ -226,7 +226,16 @@ class PostgresSaver:
             except Exception as error:
                 _reraise(error)
         return [
-            RunInfo(run_id, name, cast(RunStatus, state), version, delivered, tuple(pending), created, updated)
+            RunInfo(
+                run_id,
+                name,
+                cast(RunStatus, state),
+                version,
+                delivered,
+                tuple(pending),
+                created,
+                updated,
+            )
             for run_id, name, state, version, delivered, pending, created, updated in rows
         ]
 

@@ -65,8 +65,7 @@ class SqliteSaver:
         """The codec the engine uses for this saver's values (`None`: the default)."""
         if self.synchronous not in SYNCHRONOUS_LEVELS:
             raise ValueError(
-                f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, "
-                f"not {synchronous!r}"
+                f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, not {synchronous!r}"
             )
         if busy_timeout < 0:
             raise ValueError(f"busy_timeout must be >= 0 seconds, not {busy_timeout!r}")
