@@ -182,11 +182,9 @@ class DatabaseThread:
                 self._run_read(connection, job)
                 continue
             batch = [job]
-            while len(batch) < MAX_BATCH:
-                try:
-                    queued = jobs.get_nowait()
-                except queue.Empty:
-                    break
+            # This thread is the only consumer: a non-empty queue cannot run dry here.
+            while len(batch) < MAX_BATCH and not jobs.empty():
+                queued = jobs.get_nowait()
                 if isinstance(queued, _Stop) or not queued[2]:
                     carried = queued
                     break

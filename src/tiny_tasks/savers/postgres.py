@@ -12,6 +12,7 @@ workers share.
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
@@ -111,6 +112,7 @@ class PostgresSaver:
         else:
             self._pool = conninfo
         self._opened = not self._owns_pool
+        self._opening = asyncio.Lock()
         self._closed = False
 
     @property
@@ -294,8 +296,10 @@ class _OpeningConnection:
 
     async def __aenter__(self) -> AsyncConnection[Any]:
         saver = self._saver
-        await saver._pool.open(wait=True)
-        saver._opened = True
+        async with saver._opening:  # the pool's open(wait=True) is not reentrant
+            if not saver._opened:
+                await saver._pool.open(wait=True)
+                saver._opened = True
         self._context = saver._pool.connection()
         connection: AsyncConnection[Any] = await self._context.__aenter__()
         return connection
@@ -310,7 +314,7 @@ def _reraise(error: Exception) -> NoReturn:
 
     if isinstance(error, UndefinedTable):
         raise TinyTasksError(
-            f"the tiny-tasks tables are missing from this database ({error}); "
-            "call await saver.setup() once to create them"
+            f"the tiny-tasks tables are missing from this database "
+            f"({error.diag.message_primary}); call await saver.setup() once to create them"
         ) from error
     raise error

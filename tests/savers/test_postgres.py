@@ -1,0 +1,152 @@
+"""PostgresSaver beyond the shared contract: setup and migrations, pools, the optional
+dependency, lifecycle; and the throwaway server helper the tests run on."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from postgres_server import PostgresServer
+from psycopg_pool import AsyncConnectionPool
+
+from tiny_tasks.errors import RunConflictError, TinyTasksError
+from tiny_tasks.savers import PostgresSaver, _postgres_schema
+from tiny_tasks.savers.base import CheckpointWrite
+
+
+def _write(run_id: str, *entries: bytes) -> CheckpointWrite:
+    return CheckpointWrite(run_id, "task", "running", 0, (), b"state", entries)
+
+
+async def _fetch(dsn: str, query: str) -> list[tuple[object, ...]]:
+    async with await psycopg.AsyncConnection.connect(dsn) as connection:
+        cursor = await connection.execute(query.encode())
+        return await cursor.fetchall()
+
+
+async def test_setup_is_idempotent_and_concurrent_calls_are_safe(postgres_dsn: str) -> None:
+    async with PostgresSaver(postgres_dsn) as first, PostgresSaver(postgres_dsn) as second:
+        await asyncio.gather(first.setup(), second.setup(), first.setup())
+        await second.setup()
+
+    assert await _fetch(postgres_dsn, "SELECT version FROM tiny_tasks_schema") == [(1,)]
+    tables = await _fetch(
+        postgres_dsn,
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
+    )
+    assert tables == [("tiny_tasks_entries",), ("tiny_tasks_runs",), ("tiny_tasks_schema",)]
+
+
+async def test_using_a_saver_before_setup_says_to_call_setup(postgres_dsn: str) -> None:
+    async with PostgresSaver(postgres_dsn) as saver:
+        with pytest.raises(
+            TinyTasksError,
+            match=r"^the tiny-tasks tables are missing from this database \(relation "
+            r'"tiny_tasks_runs" does not exist\); call await saver.setup\(\) once to create them$',
+        ):
+            await saver.mark_delivered("run", 1, 1)
+
+
+async def test_setup_applies_new_migrations_to_an_older_schema(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with PostgresSaver(postgres_dsn) as saver:
+        await saver.setup()
+        await saver.save(_write("kept", b"entry"), None)
+    version_2 = ("ALTER TABLE tiny_tasks_runs ADD COLUMN owner text",)
+    monkeypatch.setattr(_postgres_schema, "MIGRATIONS", (*_postgres_schema.MIGRATIONS, version_2))
+    monkeypatch.setattr(_postgres_schema, "LATEST_VERSION", 2)
+
+    async with PostgresSaver(postgres_dsn) as saver:
+        await saver.setup()
+        stored = await saver.load("kept")
+
+    assert stored is not None
+    assert stored.entries == (b"entry",)
+    versions = await _fetch(postgres_dsn, "SELECT version FROM tiny_tasks_schema ORDER BY 1")
+    assert versions == [(1,), (2,)]
+    assert await _fetch(postgres_dsn, "SELECT owner FROM tiny_tasks_runs") == [(None,)]
+
+
+async def test_a_schema_from_a_newer_version_is_refused(postgres_dsn: str) -> None:
+    async with PostgresSaver(postgres_dsn) as saver:
+        await saver.setup()
+    async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as connection:
+        await connection.execute("INSERT INTO tiny_tasks_schema (version) VALUES (2)")
+
+    async with PostgresSaver(postgres_dsn) as saver:
+        with pytest.raises(TinyTasksError, match="has checkpoint schema version 2, but this"):
+            await saver.setup()
+
+
+async def test_a_saver_on_your_own_pool_leaves_it_open(postgres_dsn: str) -> None:
+    async with AsyncConnectionPool(postgres_dsn, min_size=1, max_size=2, open=False) as pool:
+        saver = PostgresSaver(pool)
+        await saver.setup()
+        await saver.save(_write("run", b"entry"), None)
+        assert await saver.mark_delivered("run", 3, 1) == 2
+        with pytest.raises(RunConflictError):
+            await saver.mark_delivered("run", 4, 1)
+        await saver.close()
+
+        assert saver.pool is pool
+        assert not pool.closed
+        async with pool.connection() as connection:
+            cursor = await connection.execute("SELECT version, delivered FROM tiny_tasks_runs")
+            assert await cursor.fetchall() == [(2, 3)]
+
+
+async def test_close_is_idempotent_and_later_calls_say_the_saver_is_closed(
+    postgres_dsn: str,
+) -> None:
+    saver = PostgresSaver(postgres_dsn, max_size=2)
+    await saver.setup()
+    await saver.close()
+    await saver.close()
+
+    assert saver.pool.closed
+    assert repr(saver) == "PostgresSaver(pool='tiny-tasks', closed)"
+    with pytest.raises(RuntimeError, match=r"is closed; create a new PostgresSaver"):
+        await saver.load("run")
+
+
+async def test_list_runs_refuses_negative_pages(postgres_dsn: str) -> None:
+    async with PostgresSaver(postgres_dsn) as saver:
+        with pytest.raises(ValueError, match="limit and offset must be >= 0, not 10 and -1"):
+            await saver.list_runs(limit=10, offset=-1)
+
+
+def test_without_psycopg_the_saver_names_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("psycopg", "psycopg_pool"):
+        monkeypatch.setitem(sys.modules, name, None)  # makes `import psycopg` fail
+
+    with pytest.raises(ImportError, match=r"pip install 'tiny-tasks\[postgres\]'"):
+        PostgresSaver("dbname=anything")
+
+
+def test_the_server_helper_restarts_with_its_data_and_cleans_up(tmp_path: Path) -> None:
+    with PostgresServer(fsync=True) as server:
+        dsn = server.create_database("kept")
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute("CREATE TABLE t (x int)")
+            connection.execute("INSERT INTO t VALUES (42)")
+        server.stop(mode="immediate")  # a crash: no shutdown checkpoint
+        assert not server.running
+        server.start()
+        with psycopg.connect(dsn) as connection:
+            assert connection.execute("SELECT x FROM t").fetchall() == [(42,)]
+        directory = server.directory
+    assert not directory.exists()
+
+
+def test_a_missing_postgres_binary_fails_loudly(tmp_path: Path) -> None:
+    server = PostgresServer(bin_dir=tmp_path)
+    with pytest.raises(RuntimeError, match=r"PostgreSQL binary .*initdb is missing"):
+        server.start()
+    server.cleanup()
+    assert not server.directory.exists()
