@@ -43,6 +43,7 @@ async def test_defaults_are_wal_and_synchronous_normal_with_a_busy_timeout(
         assert await _pragma(saver, "journal_mode") == "wal"
         assert await _pragma(saver, "synchronous") == 1  # NORMAL
         assert await _pragma(saver, "busy_timeout") == 5000
+        assert await _pragma(saver, "page_size") == 2048
 
 
 async def test_synchronous_full_and_a_custom_serde_are_kept(tmp_path: Path) -> None:

