@@ -108,7 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run one system's scenarios; write JSON.")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI")
     parser.add_argument(
-        "--repeat", type=int, default=None, help="measured runs after a warm-up (default 3, quick 1)"
+        "--repeat", type=int, default=None,
+        help="measured runs after a warm-up (default 3, quick 1)",
     )
     parser.add_argument("--postgres", default=None, help="base URL of a throwaway server")
     parser.add_argument("--out", default="-", help="JSON output file ('-': stdout)")
@@ -136,7 +137,8 @@ async def _measure(
     measured runs will take. A cell projected over `args.cell_budget` seconds is shrunk
     (stream, steps: their cost per operation does not depend on the size) or skipped
     (pause/resume, resume after steps: there the size is what is being varied). A cell
-    whose full-size run is cheap gets a second, full-size warm-up.
+    whose full-size run is cheap gets a second, full-size warm-up, and one under a
+    second is measured `CHEAP_REPEAT` times instead.
     """
     unit = UNITS[scenario][0]
     result = Result(system.name, backend_name, scenario, size, unit)
@@ -161,7 +163,10 @@ async def _measure(
                 result.size, result.note = size, f"size reduced: {over}"
             elif projected_run < FULL_WARM_UP_LIMIT and probe_size < size:
                 await function(backend, size)
-            for _ in range(args.repeat):
+            repeat = args.repeat
+            if projected_run < CHEAP_RUN and not args.quick:
+                repeat = max(repeat, CHEAP_REPEAT)  # more runs: a steadier median, ~free
+            for _ in range(repeat):
                 gc.collect()
                 seconds = await function(backend, size)
                 result.seconds_per_op.append(seconds / operations(scenario, size))
@@ -175,6 +180,7 @@ async def _measure(
 
 SHRINKABLE = ("stream", "steps")
 FULL_WARM_UP_LIMIT = 20.0  # seconds
+CHEAP_RUN, CHEAP_REPEAT = 1.0, 7  # runs projected under CHEAP_RUN seconds are repeated more
 
 
 def _shrunk(size: int, factor: float) -> int:

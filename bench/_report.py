@@ -117,7 +117,7 @@ def plain(lines: list[list[str]]) -> str:
     out = []
     for n, line in enumerate(lines):
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
-                 enumerate(zip(line, widths))]
+                 enumerate(zip(line, widths, strict=True))]
         out.append("  ".join(cells).rstrip())
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
@@ -192,8 +192,17 @@ def versions(documents: Iterable[dict[str, Any]]) -> dict[str, str]:
     return merged
 
 
+def load_average() -> str:
+    """The 1-minute load average: other work on the machine skews the figures."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "unknown"
+
+
 def results_markdown(
     documents: list[dict[str, Any]], command: str, postgres: str, plot_name: str | None,
+    load: tuple[str, str] = ("unknown", "unknown"),
 ) -> str:
     rows = rows_from(documents)
     info = machine()
@@ -209,6 +218,8 @@ def results_markdown(
         f"* Python {python}; {version_text}",
         f"* Machine: {info['cores']} cores, {info['cpu']}, {info['memory']} memory, {info['os']}",
         f"* PostgreSQL: {postgres}",
+        f"* 1-minute load average: {load[0]} at the start, {load[1]} at the end "
+        f"(the bench itself adds about 1)",
         "* Figures are medians of the measured runs after a warm-up, per operation;",
         "  `× tiny-tasks` is that system's median over ours on the same backend and size",
         "  (above 1: we are faster). A size marked * was shrunk to fit the cell budget.",
@@ -233,6 +244,7 @@ def plot_pause_resume(documents: list[dict[str, Any]], path: str) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     series: dict[str, list[tuple[int, float, float, float]]] = {}
     for row in rows_from(documents):
@@ -242,16 +254,32 @@ def plot_pause_resume(documents: list[dict[str, Any]], path: str) -> bool:
     if not series:
         return False
     figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
-    styles = {"memory": "-", "sqlite": "--", "postgres": ":"}
-    for label, points in sorted(series.items()):
+    styles = {"memory": ("-", "o"), "sqlite": ("--", "s"), "postgres": (":", "^")}
+    systems = list(dict.fromkeys(label.rsplit(" / ", 1)[0] for label in sorted(series)))
+    if OURS in systems:
+        systems.remove(OURS)
+        systems.insert(0, OURS)
+    colours = {name: f"C{n}" for n, name in enumerate(systems)}
+
+    def order(label: str) -> tuple[int, int]:
+        system, backend = label.rsplit(" / ", 1)
+        rank = BACKEND_ORDER.index(backend) if backend in BACKEND_ORDER else 9
+        return systems.index(system), rank
+
+    for label in sorted(series, key=order):
+        points = series[label]
         points.sort()
         ks = [p[0] for p in points]
         medians = [p[1] for p in points]
         errors = [[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]]
-        backend = label.rsplit(" / ", 1)[1]
-        axes.errorbar(ks, medians, yerr=errors, marker="o", capsize=3, label=label,
-                      linestyle=styles.get(backend, "-"))
+        system, backend = label.rsplit(" / ", 1)
+        line, marker = styles.get(backend, ("-", "o"))
+        axes.errorbar(ks, medians, yerr=errors, marker=marker, capsize=3, label=label,
+                      linestyle=line, color=colours[system])
     axes.set_xscale("log")
+    axes.set_xticks(sorted({k for points in series.values() for k, *_ in points}))
+    axes.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes.minorticks_off()
     axes.set_yscale("log")
     axes.set_xlabel("K (pauses and resumes in one run)")
     axes.set_ylabel("ms per pause/resume round trip (median, min–max)")

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import tempfile
 import time
 import venv
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -51,8 +53,10 @@ def parse_args() -> argparse.Namespace:
                         help="comma-separated subset of: %(default)s")
     parser.add_argument("--only", default="", help="comma-separated scenarios "
                         "(stream,pause_resume,steps,resume_after_steps)")
-    parser.add_argument("--backends", default="", help="comma-separated: none,memory,sqlite,postgres")
-    parser.add_argument("--repeat", type=int, default=None, help="measured runs (default 3, quick 1)")
+    parser.add_argument("--backends", default="",
+                        help="comma-separated: none,memory,sqlite,postgres")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="measured runs (default 3, quick 1)")
     parser.add_argument("--cell-budget", type=float, default=None,
                         help="seconds the measured runs of one cell may take before it is "
                              "shrunk or skipped (default 120, quick 10; 0: no limit)")
@@ -110,7 +114,9 @@ def system_command(module: str, variant: str, args: argparse.Namespace, pg_url: 
     return command
 
 
-def run_systems(args: argparse.Namespace, pg_url: str | None, workdir: Path) -> tuple[list[dict], list[str]]:
+def run_systems(
+    args: argparse.Namespace, pg_url: str | None, workdir: Path
+) -> tuple[list[dict[str, Any]], list[str]]:
     chosen = [s for s in args.systems.split(",") if s]
     unknown = set(chosen) - {key for key, _, _ in SYSTEMS}
     if unknown:
@@ -166,6 +172,7 @@ def main() -> int:
     from _pg import find_bin_dir, throwaway_postgres
 
     started = time.perf_counter()
+    load_at_start = _report.load_average()
     out_dir = Path(args.out_dir) if args.out_dir else (ENV / "quick" if args.quick else BENCH)
     out_dir.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["bench/run", *sys.argv[1:]])
@@ -183,6 +190,12 @@ def main() -> int:
                 server = postgres_version(pg_url)
                 documents, failures = run_systems(args, pg_url, Path(tmp))
 
+    raw = ENV / "last-run"  # the systems' JSON, kept (git-ignored) for a closer look
+    shutil.rmtree(raw, ignore_errors=True)
+    raw.mkdir()
+    for document in documents:
+        name = document["system"].replace(" ", "-").replace("(", "").replace(")", "")
+        (raw / f"{name}.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
     rows = _report.rows_from(documents)
     print()
     print(_report.plain(_report.table(rows)))
@@ -190,7 +203,8 @@ def main() -> int:
     plotted = _report.plot_pause_resume(documents, str(plot))
     results = out_dir / "RESULTS.md"
     results.write_text(_report.results_markdown(
-        documents, command, server, plot.name if plotted else None), encoding="utf-8")
+        documents, command, server, plot.name if plotted else None,
+        (load_at_start, _report.load_average())), encoding="utf-8")
     errors = [r for r in rows if r.status == "error"]
     print(f"\nwrote {results}" + (f" and {plot}" if plotted else ""))
     print(f"total {time.perf_counter() - started:.0f} s")

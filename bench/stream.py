@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,31 +44,45 @@ async def partials(n: int):  # type: ignore[no-untyped-def]
         yield i
 
 
-@contextlib.contextmanager
-def sqlite_saver() -> Iterator[Any]:
+@contextlib.asynccontextmanager
+async def no_checkpointer() -> AsyncIterator[None]:
+    yield None
+
+
+@contextlib.asynccontextmanager
+async def memory_saver() -> AsyncIterator[Any]:
+    yield MemorySaver()
+
+
+@contextlib.asynccontextmanager
+async def sqlite_saver() -> AsyncIterator[Any]:
     from tiny_tasks.savers import SqliteSaver
 
     with tempfile.TemporaryDirectory() as directory:
-        yield SqliteSaver(str(Path(directory) / "stream.sqlite"))
+        async with SqliteSaver(Path(directory) / "stream.sqlite") as saver:
+            await saver.setup()
+            yield saver
 
 
-@contextlib.contextmanager
-def postgres_saver() -> Iterator[Any]:
+@contextlib.asynccontextmanager
+async def postgres_saver() -> AsyncIterator[Any]:
+    from _pg import create_database, throwaway_postgres
     from tiny_tasks.savers import PostgresSaver
 
-    from _pg import create_database, throwaway_postgres
-
     with throwaway_postgres() as base_url:
-        yield PostgresSaver(create_database(base_url, "bench_stream"))
+        async with PostgresSaver(create_database(base_url, "bench_stream")) as saver:
+            await saver.setup()
+            yield saver
 
 
 # One line per column: label, how to open its checkpointer, target (x bare) or None.
-COLUMNS: list[tuple[str, Callable[[], contextlib.AbstractContextManager[Any]], float | None]] = [
-    ("no checkpointer", lambda: contextlib.nullcontext(None), 10),
-    ("MemorySaver", lambda: contextlib.nullcontext(MemorySaver()), 15),
+Opener = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
+COLUMNS: list[tuple[str, Opener, float | None]] = [
+    ("no checkpointer", no_checkpointer, 10),
+    ("MemorySaver", memory_saver, 15),
     ("SqliteSaver", sqlite_saver, None),
 ]
-POSTGRES_COLUMN = ("PostgresSaver", postgres_saver, None)
+POSTGRES_COLUMN: tuple[str, Opener, float | None] = ("PostgresSaver", postgres_saver, None)
 
 
 async def time_bare(n: int) -> float:
@@ -106,30 +120,21 @@ async def main(with_postgres: bool) -> None:
     print(f"{'bare async gen':<18}{bare_median:>11.3f}{_spread(floor):>16}{1:>8.1f}x")
     for label, open_saver, target in columns:
         try:
-            with open_saver() as saver:
+            async with open_saver() as saver:
                 samples = await per_partial(lambda n, s=saver: time_task(n, s), PARTIALS)
-                await _close(saver)
         except (ImportError, AttributeError) as missing:
             print(f"{label:<18}{'n/a':>11}  ({type(missing).__name__}: {missing})")
             continue
         median = statistics.median(samples)
         times = median / bare_median
-        verdict = "" if target is None else f"≤{target:g}x: " + ("met" if times <= target else "NOT met")
+        verdict = ""
+        if target is not None:
+            verdict = f"≤{target:g}x: " + ("met" if times <= target else "NOT met")
         print(f"{label:<18}{median:>11.3f}{_spread(samples):>16}{times:>8.1f}x  {verdict}")
 
 
 def _spread(samples: list[float]) -> str:
     return f"{min(samples):.3f}–{max(samples):.3f}"
-
-
-async def _close(saver: Any) -> None:
-    for name in ("aclose", "close"):
-        close = getattr(saver, name, None)
-        if close is not None:
-            outcome = close()
-            if asyncio.iscoroutine(outcome):
-                await outcome
-            return
 
 
 if __name__ == "__main__":

@@ -18,9 +18,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tiny_tasks import Command, MemorySaver, TaskInterrupted, interrupt, step, task
-
 from _harness import NotApplicable, System, run_system
+from tiny_tasks import Command, MemorySaver, TaskInterrupted, interrupt, step, task
 
 # ---- the workload: the same shapes as in every other system module -----------------
 
@@ -65,12 +64,16 @@ async def stepper_then_pause(n: int) -> int:
 
 @asynccontextmanager
 async def opened(saver: Any) -> AsyncIterator[Any]:
-    """Use `saver` as an async context manager if it is one, else close it afterwards."""
+    """Set `saver` up, use it, close it (as an async context manager if it is one)."""
     if hasattr(saver, "__aenter__"):
         async with saver as entered:
+            if hasattr(saver, "setup"):
+                await saver.setup()
             yield entered if entered is not None else saver
         return
     try:
+        if hasattr(saver, "setup"):
+            await saver.setup()
         yield saver
     finally:
         for name in ("aclose", "close"):
@@ -155,7 +158,8 @@ async def pause_resume(backend: Any, k: int) -> float:
         events = pauser.resume(pending, **run)
     total = events.result
     elapsed = time.perf_counter() - started
-    assert pauses == k and total == k * (k - 1) // 2, (pauses, total)
+    assert pauses == k, pauses
+    assert total == k * (k - 1) // 2, total
     return elapsed
 
 
