@@ -40,10 +40,12 @@ class SqliteSaver:
       fails with `sqlite3.OperationalError` ("database is locked").
     * `serde`: the codec the engine uses for this saver's values (`None`: the default).
 
-    All database work runs on one thread per saver, never on the event loop. A saver
-    may be shared by any number of event loops in any threads; each call resolves on
-    the loop that awaited it. Close it with `await saver.close()` or `async with`. Do
-    not carry a saver across `os.fork()`; open one per process.
+    All database work runs on one thread per saver, never on the event loop; writes
+    queued together are committed together. A saver may be shared by any number of
+    event loops in any threads; calls run in the order they were made, and each
+    resolves on the loop that awaited it. A call cancelled before the thread reaches
+    it is not applied; once started, a write completes. Close the saver with
+    `await saver.close()` or `async with`. Do not carry it across `os.fork()`.
 
     Raises `ValueError` for an unknown `synchronous` level, a negative `busy_timeout`
     or an in-memory path (each connection would see its own database: use
