@@ -148,11 +148,12 @@ class SqliteSaver:
 
         Calling it again does nothing. Calls made after it raise `RuntimeError`.
         """
-        if self._closed:
-            return
         loop = asyncio.get_running_loop()
-        waker = self._waker(loop)
-        self._closed = True
+        with self._wakers_lock:
+            if self._closed:
+                return
+            waker = self._waker_locked(loop)
+            self._closed = True
         stopped: asyncio.Future[None] = loop.create_future()
         if self._thread.stop(stopped, waker):
             await stopped
@@ -175,7 +176,7 @@ class SqliteSaver:
         return f"SqliteSaver({self.path!r}, synchronous={self.synchronous!r}{state})"
 
     def __del__(self) -> None:
-        if getattr(self, "_closed", True):
+        if getattr(self, "_closed", True) or not hasattr(self, "_thread"):
             return
         warnings.warn(
             f"{self!r} was never closed; await saver.close() or use 'async with'",
@@ -206,14 +207,17 @@ class SqliteSaver:
         with self._wakers_lock:
             if self._closed:
                 raise self._closed_error()
-            waker = self._wakers.get(loop)
-            if waker is None:
-                for old_loop, old in list(self._wakers.items()):
-                    if old_loop.is_closed():
-                        old.close()
-                        del self._wakers[old_loop]
-                waker = self._wakers[loop] = LoopWaker(loop)
-            return waker
+            return self._waker_locked(loop)
+
+    def _waker_locked(self, loop: asyncio.AbstractEventLoop) -> LoopWaker:
+        waker = self._wakers.get(loop)
+        if waker is None:
+            for old_loop, old in list(self._wakers.items()):
+                if old_loop.is_closed():  # forget loops that ended (asyncio.run returned)
+                    old.close()
+                    del self._wakers[old_loop]
+            waker = self._wakers[loop] = LoopWaker(loop)
+        return waker
 
     def _close_wakers(self, current: asyncio.AbstractEventLoop | None) -> None:
         with self._wakers_lock:
