@@ -22,12 +22,8 @@ for _folder in (Path(__file__).parent, Path(__file__).parents[1]):
     if str(_folder) not in sys.path:
         sys.path.insert(0, str(_folder))
 
-from dict_saver import DictSaver  # noqa: E402
 from postgres_server import PostgresServer  # noqa: E402
-
-from tiny_tasks.savers import MemorySaver, PostgresSaver, SqliteSaver  # noqa: E402
-
-SAVER_KINDS = ("memory", "dict", "sqlite", "postgres")
+from saver_kinds import SAVER_KINDS, make_saver  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -50,21 +46,6 @@ def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
     dsn = postgres_server.create_database(name)
     yield dsn
     postgres_server.drop_database(name)
-
-
-async def make_saver(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """A fresh saver of `kind`, backed by a fresh store."""
-    if kind == "memory":
-        return MemorySaver()
-    if kind == "dict":
-        return DictSaver()
-    if kind == "sqlite":
-        return SqliteSaver(tmp_path / f"checkpoints-{uuid.uuid4().hex[:8]}.db")
-    if kind == "postgres":
-        saver = PostgresSaver(request.getfixturevalue("postgres_dsn"))
-        await saver.setup()
-        return saver
-    raise ValueError(f"unknown saver kind {kind!r}")
 
 
 @pytest.fixture(params=SAVER_KINDS)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SAVER_KINDS, make_saver
 from dict_saver import DictSaver
+from saver_kinds import SAVER_KINDS, make_saver
 
 from tiny_tasks.savers import MemorySaver, base
 from tiny_tasks.savers.base import Checkpoint, CheckpointWrite, RunInfo

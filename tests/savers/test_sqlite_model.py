@@ -70,7 +70,7 @@ async def _compare(bursts: list[list[tuple[Any, ...]]], path: Path) -> None:
     async with SqliteSaver(path) as saver:
         number = 0
         for burst in bursts:
-            expected = []
+            expected: list[Any] = []
             for call in burst:
                 try:
                     expected.append(_invoke(model, call, number + len(expected)))
