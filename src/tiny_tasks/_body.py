@@ -60,41 +60,19 @@ class Body:
         raise StopAsyncIteration
 
 
-class _AsyncGenBody(Body):
-    __slots__ = ("_agen",)
+class _GeneratorBody(Body):
+    """An async or sync generator: one value per pull; a sync one's `return` is the result."""
 
-    def __init__(self, agen: AsyncGenerator[Any, Any], emitted: deque[Any]) -> None:
+    __slots__ = ("_agen", "_gen")
+
+    def __init__(
+        self,
+        emitted: deque[Any],
+        agen: AsyncGenerator[Any, Any] | None = None,
+        gen: Generator[Any, Any, Any] | None = None,
+    ) -> None:
         super().__init__(emitted)
         self._agen = agen
-
-    async def pull(self) -> Any:
-        if self.emitted:
-            return self.emitted.popleft()
-        if self.finished:
-            return self._pending_outcome()
-        try:
-            value = await self._agen.__anext__()
-        except StopAsyncIteration:
-            self.finished = True
-            return self._flush_or_raise(None)
-        except BaseException as error:
-            self.finished = True
-            return self._flush_or_raise(error)
-        if self.emitted:
-            self.emitted.append(value)
-            return self.emitted.popleft()
-        return value
-
-    async def aclose(self) -> None:
-        self.finished = True
-        await self._agen.aclose()
-
-
-class _SyncGenBody(Body):
-    __slots__ = ("_gen",)
-
-    def __init__(self, gen: Generator[Any, Any, Any], emitted: deque[Any]) -> None:
-        super().__init__(emitted)
         self._gen = gen
 
     async def pull(self) -> Any:
@@ -103,10 +81,10 @@ class _SyncGenBody(Body):
         if self.finished:
             return self._pending_outcome()
         try:
-            value = next(self._gen)
-        except StopIteration as stop:
+            value = await self._agen.__anext__() if self._agen is not None else next(self._gen)  # type: ignore[arg-type]
+        except (StopAsyncIteration, StopIteration) as stop:
             self.finished = True
-            self.result = stop.value
+            self.result = getattr(stop, "value", None)
             return self._flush_or_raise(None)
         except BaseException as error:
             self.finished = True
@@ -118,7 +96,10 @@ class _SyncGenBody(Body):
 
     async def aclose(self) -> None:
         self.finished = True
-        self._gen.close()
+        if self._agen is not None:
+            await self._agen.aclose()
+        elif self._gen is not None:
+            self._gen.close()
 
 
 class _CallBody(Body):
@@ -234,17 +215,17 @@ class _CoroutineBody(Body):
 def make_body(fn: Callable[..., Any], args: tuple[Any, ...], emitted: deque[Any]) -> Body:
     """Wrap the call `fn(*args)`; the call itself happens on the first pull."""
     if inspect.isasyncgenfunction(fn):
-        return _AsyncGenBody(fn(*args), emitted)
+        return _GeneratorBody(emitted, agen=fn(*args))
     if inspect.iscoroutinefunction(fn):
         return _CoroutineBody(fn(*args), emitted)
     if inspect.isgeneratorfunction(fn):
-        return _SyncGenBody(fn(*args), emitted)
+        return _GeneratorBody(emitted, gen=fn(*args))
     return _CallBody(lambda: fn(*args), emitted)
 
 
 def async_generator_of(body: Body) -> AsyncGenerator[Any, Any] | None:
     """The async generator behind `body`, for the driver's fast path (else `None`)."""
-    return body._agen if isinstance(body, _AsyncGenBody) else None
+    return body._agen if isinstance(body, _GeneratorBody) else None
 
 
 def body_result(body: Body) -> Any:
@@ -258,9 +239,9 @@ def _wrap_result(result: Any, emitted: deque[Any]) -> Body | None:
     if inspect.iscoroutine(result):
         return _CoroutineBody(result, emitted)
     if inspect.isasyncgen(result):
-        return _AsyncGenBody(result, emitted)
+        return _GeneratorBody(emitted, agen=result)
     if inspect.isgenerator(result):
-        return _SyncGenBody(result, emitted)
+        return _GeneratorBody(emitted, gen=result)
     return None
 
 
