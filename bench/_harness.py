@@ -42,10 +42,10 @@ FULL_SIZES: dict[str, tuple[int, ...]] = {
     "resume_after_steps": (1_000,),
 }
 QUICK_SIZES: dict[str, tuple[int, ...]] = {
-    "stream": (200,),
-    "pause_resume": (2, 5),
-    "steps": (20,),
-    "resume_after_steps": (20,),
+    "stream": (50,),
+    "pause_resume": (1, 3),
+    "steps": (10,),
+    "resume_after_steps": (10,),
 }
 
 # What one "operation" is, so every figure is time per operation.
@@ -138,7 +138,7 @@ async def _measure(
     (stream, steps: their cost per operation does not depend on the size) or skipped
     (pause/resume, resume after steps: there the size is what is being varied). A cell
     whose full-size run is cheap gets a second, full-size warm-up, and one under a
-    second is measured `CHEAP_REPEAT` times instead.
+    second is measured `CHEAP_REPEAT` times instead (neither in quick mode).
     """
     unit = UNITS[scenario][0]
     result = Result(system.name, backend_name, scenario, size, unit)
@@ -161,7 +161,7 @@ async def _measure(
                     return result
                 size = _shrunk(size, args.cell_budget / args.repeat / projected_run)
                 result.size, result.note = size, f"size reduced: {over}"
-            elif projected_run < FULL_WARM_UP_LIMIT and probe_size < size:
+            elif projected_run < FULL_WARM_UP_LIMIT and probe_size < size and not args.quick:
                 await function(backend, size)
             repeat = args.repeat
             if projected_run < CHEAP_RUN and not args.quick:
