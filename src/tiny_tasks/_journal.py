@@ -68,8 +68,7 @@ def encode_state(serde: Serializer, pending: list[tuple[str, Any]]) -> bytes:
 def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
     """Rebuild the journal from a stored checkpoint; raises `SerializationError`."""
     journal = Journal()
-    for raw in checkpoint.entries:
-        entry = _load(serde, raw, checkpoint.run_id)
+    for entry in _load_all(serde, checkpoint.entries, checkpoint.run_id):
         kind = entry["k"]
         if kind == "answer":
             journal.answers[entry["s"]] = entry["v"]
@@ -92,6 +91,18 @@ def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
         state = _load(serde, checkpoint.state, checkpoint.run_id)
         journal.pending = {site: value for site, value in state["pending"]}
     return journal
+
+
+def _load_all(serde: Serializer, entries: tuple[bytes, ...], run_id: str) -> list[Any]:
+    """Decode every entry, in one parse when the serializer can (`loads_many`)."""
+    loads_many = getattr(serde, "loads_many", None)
+    if loads_many is None:
+        return [_load(serde, raw, run_id) for raw in entries]
+    try:
+        decoded: list[Any] = loads_many(entries)
+    except Exception as exc:
+        raise SerializationError(f"cannot decode the stored journal: {exc}", run_id=run_id) from exc
+    return decoded
 
 
 def _load(serde: Serializer, raw: bytes, run_id: str) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._journal import ChildRecord, Journal, StepRecord, decode_journal, encode_entry, encode_state
@@ -28,6 +28,18 @@ __all__ = ["NO_INPUT", "Run"]
 
 NO_INPUT: Any = type("NoInput", (), {"__repr__": lambda self: "<no input>"})()
 
+# Used when a checkpointer names no codec. It has no registered types and is never
+# registered on (users register on their own JsonSerializer), so sharing it is safe.
+_DEFAULT_SERDE = default_serializer()
+
+
+def _is_coroutine_function(fn: Any) -> bool:
+    """`inspect.iscoroutinefunction` for plain functions and bound methods, cheaply."""
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    if code is None:
+        return inspect.iscoroutinefunction(fn)
+    return bool(code.co_flags & inspect.CO_COROUTINE)
+
 
 async def resolve(value: Any) -> Any:
     """Await `value` if a saver returned an awaitable; plain values pass through."""
@@ -42,7 +54,7 @@ class Run:
         self.task_name = task_name
         self.saver = checkpointer
         self.saving = checkpointer is not None
-        self.serde: Serializer = getattr(checkpointer, "serde", None) or default_serializer()
+        self.serde: Serializer = getattr(checkpointer, "serde", None) or _DEFAULT_SERDE
         self.journal = Journal()
         self.version: int | None = None
         self.delivered = 0
@@ -51,6 +63,7 @@ class Run:
         self._pending: dict[str, tuple[tuple[int, ...], Any]] = {}
         self._positions: dict[str, str] = {}
         self._visited: set[str] = set()
+        self._recorded: frozenset[str] = frozenset()
         self._replayed_children: list[str] = []
         self._paused_on: dict[str, Any] | None = None
         self._state = b""
@@ -60,7 +73,7 @@ class Run:
         self.mark: Callable[[str, int, int | None], Any] | None = getattr(
             checkpointer, "mark_delivered", None
         )
-        self.mark_is_async = self.mark is not None and inspect.iscoroutinefunction(self.mark)
+        self.mark_is_async = self.mark is not None and _is_coroutine_function(self.mark)
         self.mark_sync = self.mark if not self.mark_is_async else None
 
     # -- starting -----------------------------------------------------------------
@@ -87,7 +100,8 @@ class Run:
         self.journal = decode_journal(stored, self.serde)
         self.version = stored.version
         self.delivered = stored.delivered
-        self._positions = _positions(self.journal.recorded_sites())
+        self._recorded = frozenset(self.journal.recorded_sites())
+        self._positions = _positions(self._recorded)
         self.resume_values = list(self.journal.answers.values())
         if command is not None:
             await self._answer(command, stored)
@@ -139,9 +153,10 @@ class Run:
         """Note that replay reached `site_id`; raise if the journal has another site there."""
         positions = self._positions
         if positions:
-            recorded = positions.get(f"{path}#{index}")
-            if recorded is not None and recorded != site_id:
-                raise ReplayMismatchError(self.run_id, site_id, repr(recorded), repr(site_id))
+            if site_id not in self._recorded:
+                recorded = positions.get(f"{path}#{index}")
+                if recorded is not None:
+                    raise ReplayMismatchError(self.run_id, site_id, repr(recorded), repr(site_id))
             self._visited.add(site_id)
 
     def replayed_child(self, site_id: str) -> None:
@@ -262,7 +277,7 @@ class Run:
             await resolve(self.saver.delete(self.run_id))
 
 
-def _positions(sites: list[str]) -> dict[str, str]:
+def _positions(sites: Iterable[str]) -> dict[str, str]:
     """Map `parent_path#index` to the recorded site id there (for mismatch checks)."""
     positions = {}
     for site in sites:

@@ -132,6 +132,21 @@ class JsonSerializer:
         """
         return self._codec.loads(data)
 
+    def loads_many(self, items: Sequence[bytes]) -> list[Any]:
+        """Decode several values made by `dumps` at once (one parse for all of them).
+
+        Raises `SerializationError` as `loads` does, naming the first bad item.
+        """
+        if not items:
+            return []
+        try:
+            decoded = self._codec.loads(b"[" + b",".join(items) + b"]")
+        except (SerializationError, TypeError):
+            return [self.loads(item) for item in items]  # find and report the bad one
+        if not isinstance(decoded, list) or len(decoded) != len(items):
+            return [self.loads(item) for item in items]
+        return decoded
+
 
 class PickleSerializer:
     """Stores any picklable value with `pickle`; opt in only for a store you trust.
