@@ -811,3 +811,12 @@ def test_all_is_sorted_and_public_names_are_documented() -> None:
 def test_default_serializer_is_a_fresh_json_serializer() -> None:
     assert default_serializer() is not default_serializer()
     assert dataclasses.is_dataclass(round_trip(Point(1, 2), default_serializer()))
+
+
+def test_loads_many_decodes_in_order_and_names_a_bad_item() -> None:
+    serde = JsonSerializer()
+    values = [{"k": "answer", "v": (1, 2)}, "text", [b"\x00", {3, 4}], None]
+    assert serde.loads_many([serde.dumps(v) for v in values]) == values
+    assert serde.loads_many([]) == []
+    with pytest.raises(SerializationError, match="not valid"):
+        serde.loads_many([serde.dumps(1), b"1,2", serde.dumps(3)])
