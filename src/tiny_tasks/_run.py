@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from ._journal import ChildRecord, Journal, StepRecord, decode_journal, encode_entry, encode_state
 from ._values import Command, Interrupt, Snapshot
@@ -24,7 +24,10 @@ from .errors import (
 from .savers.base import Checkpoint, Checkpointer, CheckpointWrite, RunStatus
 from .serde import Serializer, default_serializer
 
-__all__ = ["NO_INPUT", "Run"]
+__all__ = ["NO_INPUT", "Delivery", "Run"]
+
+Delivery = Literal["exactly_once", "at_least_once"]
+"""Whether each delivered partial is recorded before it is handed over (see `Task`)."""
 
 NO_INPUT: Any = type("NoInput", (), {"__repr__": lambda self: "<no input>"})()
 
@@ -49,7 +52,17 @@ async def resolve(value: Any) -> Any:
 class Run:
     """The state of one top-level run while a stream drives it."""
 
-    def __init__(self, run_id: str, task_name: str, checkpointer: Checkpointer | None) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        task_name: str,
+        checkpointer: Checkpointer | None,
+        delivery: Delivery = "exactly_once",
+    ) -> None:
+        if delivery not in ("exactly_once", "at_least_once"):
+            raise ValueError(
+                f"delivery must be 'exactly_once' or 'at_least_once', got {delivery!r}"
+            )
         self.run_id = run_id
         self.task_name = task_name
         self.saver = checkpointer
@@ -73,6 +86,8 @@ class Run:
         self.mark: Callable[[str, int, int | None], Any] | None = getattr(
             checkpointer, "mark_delivered", None
         )
+        # Record every delivery now, or only along with the run's other writes.
+        self.each_delivery = delivery == "exactly_once"
         self.mark_is_async = self.mark is not None and _is_coroutine_function(self.mark)
         self.mark_sync = self.mark if not self.mark_is_async else None
 

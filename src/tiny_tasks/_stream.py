@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 from ._body import Body, async_generator_of, body_result, make_body
 from ._context import Frame, PauseRun, TaskContext, _current, current_frame
 from ._journal import ChildRecord
-from ._run import NO_INPUT, Run
+from ._run import NO_INPUT, Delivery, Run
 from ._values import Event, Interrupt, Snapshot
 from .errors import ReplayMismatchError, RunConflictError, SerializationError
 from .savers.base import Checkpointer
@@ -47,11 +47,11 @@ class TaskStream(Generic[Out, P]):
         "_agen",
         "_arg_count",
         "_body",
+        "_counts",
         "_fn",
         "_frame",
         "_hot",
         "_input",
-        "_interrupts",
         "_mark",
         "_outbox",
         "_parent",
@@ -79,6 +79,7 @@ class TaskStream(Generic[Out, P]):
         given: Any,
         run_id: str,
         checkpointer: Checkpointer | None,
+        delivery: Delivery = "exactly_once",
     ) -> None:
         self._fn = fn
         self._task_name = task_name
@@ -88,6 +89,7 @@ class TaskStream(Generic[Out, P]):
         self._body: Body | None = None
         self._agen: AsyncGenerator[Any, Any] | None = None
         self._hot: AsyncGenerator[Any, Any] | None = None
+        self._counts = False
         self._mark: Callable[[str, int, int | None], Any] | None = None
         self._outbox: deque[Event[P]] = deque()
         self._produced = 0
@@ -101,7 +103,7 @@ class TaskStream(Generic[Out, P]):
         self._parent = parent
         if parent is None:
             self.run_id = run_id
-            self._run = Run(run_id, task_name, checkpointer)
+            self._run = Run(run_id, task_name, checkpointer, delivery)
             self._frame = Frame(self._run, _label(task_name), ())
             self._site = self._frame.path
         else:
@@ -135,10 +137,12 @@ class TaskStream(Generic[Out, P]):
             self._frame.emitted.append(partial)
             partial = self._frame.emitted.popleft()
         produced = self._produced = self._produced + 1
-        mark = self._mark
-        if mark is not None:
+        if self._counts:
             run = self._run
             run.delivered = produced
+            mark = self._mark
+            if mark is None:
+                return _event(Event, (partial, self._snapshot, None))
             try:
                 if run.mark_is_async:
                     async with run.lock:
@@ -167,8 +171,10 @@ class TaskStream(Generic[Out, P]):
         run = self._run
         if not run.saving:
             return
+        run.delivered = self._produced
+        if not run.each_delivery:
+            return  # written along with the run's next write
         if run.mark_sync is not None:
-            run.delivered = self._produced
             try:
                 run.version = run.mark_sync(run.run_id, self._produced, run.version)
             except BaseException:
@@ -223,10 +229,11 @@ class TaskStream(Generic[Out, P]):
             self._agen is not None
             and self._parent is None
             and self._produced >= self._skip
-            and (not run.saving or run.mark is not None)
+            and (not run.saving or run.mark is not None or not run.each_delivery)
         ):
             self._hot = self._agen
-            self._mark = run.mark
+            self._counts = run.saving
+            self._mark = run.mark if run.each_delivery else None
 
     async def _body_exit(self, error: BaseException) -> Any:
         """The body raised: hand out partials it emitted first, then finish, fail or pause."""
@@ -383,11 +390,15 @@ class TaskStream(Generic[Out, P]):
         """Stop the task early; its `finally` blocks (and its children's) run."""
         if self._state == "closed":
             return
+        was_running = self._state == "running"
         self._state = "closed"
         self._hot = None
         self._run.hosts.pop(self, None)
         if self._parent is None:
             await self._stop_children()
+            run = self._run
+            if was_running and run.saving and not run.each_delivery:
+                await run.write("running")  # keep this attempt's delivered count
         if self._body is not None:
             token = _current.set(self._frame)
             try:

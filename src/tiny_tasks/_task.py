@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Itera
 from typing import Any, Generic, TypeVar, overload
 
 from ._body import check_task_function
-from ._run import NO_INPUT
+from ._run import NO_INPUT, Delivery
 from ._stream import TaskStream, positional_capacity
 from ._sync import iterate_sync, run_sync
 from ._values import Command, Event
@@ -25,8 +25,15 @@ DEFAULT_RUN_ID = "default"
 class Task(Generic[In, Out, P]):
     """A task function made resumable: call it to stream, `invoke` it to run it through.
 
-    Every way of running takes the keyword options `run_id` (default `"default"`) and
-    `checkpointer`. Inside a running task, a call is part of the enclosing run.
+    Every way of running takes the keyword options `run_id` (default `"default"`),
+    `checkpointer` and `delivery`. Inside a running task, a call is part of the
+    enclosing run.
+
+    `delivery="exactly_once"` (the default) records each partial as delivered before
+    handing it over, so the consumer never sees one twice, even across a crash.
+    `delivery="at_least_once"` records the count only with the run's other writes
+    (steps, finished children, pauses, an early close): streaming then costs no write
+    per partial, and after a crash the partials since the last write are sent again.
     """
 
     __slots__ = ("__dict__", "_arg_count", "fn", "name", "record")
@@ -50,6 +57,7 @@ class Task(Generic[In, Out, P]):
         *,
         run_id: str | None = None,
         checkpointer: Checkpointer | None = None,
+        delivery: Delivery = "exactly_once",
     ) -> TaskStream[Out, P]:
         """Start (or re-attach to, or resume with a `Command`) a run; returns its stream."""
         return TaskStream(
@@ -60,6 +68,7 @@ class Task(Generic[In, Out, P]):
             input,
             DEFAULT_RUN_ID if run_id is None else run_id,
             checkpointer,
+            delivery,
         )
 
     def resume(
@@ -69,13 +78,16 @@ class Task(Generic[In, Out, P]):
         *,
         run_id: str | None = None,
         checkpointer: Checkpointer | None = None,
+        delivery: Delivery = "exactly_once",
     ) -> TaskStream[Out, P]:
         """Answer the run's pending interrupt with `value` and stream the rest of it.
 
         Raises `NoCheckpointError` (at the latest on the first `__anext__`) when there is
         nothing to resume.
         """
-        return self(Command(resume=value), run_id=run_id, checkpointer=checkpointer)
+        return self(
+            Command(resume=value), run_id=run_id, checkpointer=checkpointer, delivery=delivery
+        )
 
     def invoke(
         self,
@@ -84,13 +96,14 @@ class Task(Generic[In, Out, P]):
         *,
         run_id: str | None = None,
         checkpointer: Checkpointer | None = None,
+        delivery: Delivery = "exactly_once",
     ) -> Coroutine[Any, Any, Out]:
         """Run to the end and return the result; raises `TaskInterrupted` on a pause.
 
         The call takes its place in the enclosing run when it is made (not when awaited),
         so concurrent `invoke`s keep their identity across replays.
         """
-        return _collect(self(input, run_id=run_id, checkpointer=checkpointer))
+        return _collect(self(input, run_id=run_id, checkpointer=checkpointer, delivery=delivery))
 
     def invoke_sync(
         self,
@@ -99,9 +112,12 @@ class Task(Generic[In, Out, P]):
         *,
         run_id: str | None = None,
         checkpointer: Checkpointer | None = None,
+        delivery: Delivery = "exactly_once",
     ) -> Out:
         """`invoke` for synchronous code; works even where an event loop is running."""
-        return run_sync(lambda: self.invoke(input, run_id=run_id, checkpointer=checkpointer))
+        return run_sync(
+            lambda: self.invoke(input, run_id=run_id, checkpointer=checkpointer, delivery=delivery)
+        )
 
     def resume_sync(
         self,
@@ -110,9 +126,12 @@ class Task(Generic[In, Out, P]):
         *,
         run_id: str | None = None,
         checkpointer: Checkpointer | None = None,
+        delivery: Delivery = "exactly_once",
     ) -> Out:
         """`invoke(Command(resume=value))` for synchronous code."""
-        return self.invoke_sync(Command(resume=value), run_id=run_id, checkpointer=checkpointer)
+        return self.invoke_sync(
+            Command(resume=value), run_id=run_id, checkpointer=checkpointer, delivery=delivery
+        )
 
     def stream_sync(
         self,
@@ -121,9 +140,12 @@ class Task(Generic[In, Out, P]):
         *,
         run_id: str | None = None,
         checkpointer: Checkpointer | None = None,
+        delivery: Delivery = "exactly_once",
     ) -> Iterator[Event[P]]:
         """The stream as a plain iterator of events, for synchronous code."""
-        return iterate_sync(lambda: self(input, run_id=run_id, checkpointer=checkpointer))
+        return iterate_sync(
+            lambda: self(input, run_id=run_id, checkpointer=checkpointer, delivery=delivery)
+        )
 
 
 async def _collect(stream: TaskStream[Out, P]) -> Out:
