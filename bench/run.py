@@ -37,6 +37,7 @@ STAMP = ENV / ".installed"
 SYSTEMS = (
     ("bare", "bare_bench.py", ""),
     ("tiny-tasks", "tiny_tasks_bench.py", ""),
+    ("tiny-tasks-alo", "tiny_tasks_bench.py", "at-least-once"),
     ("langgraph", "langgraph_bench.py", ""),
     ("dbos", "dbos_bench.py", "default"),
     ("dbos-1ms", "dbos_bench.py", "1ms"),

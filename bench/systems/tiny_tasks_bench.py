@@ -121,12 +121,16 @@ async def postgres(pg_url: str | None, workdir: str) -> AsyncIterator[Any]:
 
     if pg_url is None:
         raise RuntimeError("no PostgreSQL server (pass --postgres URL)")
-    async with opened(PostgresSaver(create_database(pg_url, "bench_tiny_tasks"))) as saver:
+    database = "bench_tiny_tasks" + ("_alo" if DELIVERY["delivery"] == "at_least_once" else "")
+    async with opened(PostgresSaver(create_database(pg_url, database))) as saver:
         yield saver
 
 
+DELIVERY = {"delivery": "exactly_once"}  # set once per process by make_system
+
+
 def new_run(checkpointer: Any) -> dict[str, Any]:
-    return {"run_id": uuid.uuid4().hex, "checkpointer": checkpointer}
+    return {"run_id": uuid.uuid4().hex, "checkpointer": checkpointer, **DELIVERY}
 
 
 # ---- scenarios ---------------------------------------------------------------------
@@ -186,7 +190,18 @@ async def resume_after_steps(backend: Any, n: int) -> float:
 
 
 def make_system(variant: str) -> System:
+    """`""`: the defaults (exactly-once delivery); `"at-least-once"`: the stream scenario
+    with `delivery="at_least_once"` (no write per partial), for the durable backends."""
     with_checkpointer = ("memory", "sqlite", "postgres")
+    if variant == "at-least-once":
+        DELIVERY["delivery"] = "at_least_once"
+        return System(
+            name="tiny-tasks (at-least-once)",
+            backends={"memory": memory, "sqlite": sqlite, "postgres": postgres},
+            scenarios={"stream": stream},
+            versions={"tiny-tasks": version("tiny-tasks")},
+            backends_for={},
+        )
     return System(
         name="tiny-tasks",
         backends={"none": no_checkpointer, "memory": memory, "sqlite": sqlite,
