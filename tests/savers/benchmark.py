@@ -5,8 +5,9 @@
 For each saver it reports microseconds per awaited call, awaited one after another from
 one coroutine: `mark_delivered` (the per-partial write) and `save` (a 14-byte state and
 one 200-byte entry); then the same `mark_delivered` from 16 coroutines at once, where
-group commit shares each SQLite transaction. "inline" is the same SQL run directly on a
-connection in the event loop's thread: what the database costs without the thread hop.
+group commit shares each SQLite transaction. SQLite runs at NORMAL durability with and
+without `inline_marks` (the per-partial write on the caller's thread, or every write on
+the saver's thread), then at FULL durability.
 The figure reported is the median over `--repeats` runs (min in brackets).
 """
 
@@ -27,8 +28,6 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from postgres_server import PostgresServer
 
 from tiny_tasks.savers import PostgresSaver, SqliteSaver
-from tiny_tasks.savers import _sqlite_queries as queries
-from tiny_tasks.savers._sqlite_schema import connect
 from tiny_tasks.savers.base import CheckpointWrite
 
 ENTRY = b"e" * 200
@@ -85,35 +84,6 @@ async def bench_saver(saver: Any, calls: int, repeats: int) -> None:
     )
 
 
-async def bench_inline_sqlite(path: str, calls: int, repeats: int, synchronous: str) -> None:
-    """The same SQL on a connection in this thread: the database's own cost."""
-    connection = connect(path, synchronous=synchronous, busy_timeout=5.0)
-
-    def transaction(work: Callable[..., Any], *args: Any) -> Any:
-        connection.execute("BEGIN IMMEDIATE")
-        result = work(connection, *args)
-        connection.execute("COMMIT")
-        return result
-
-    version = transaction(queries.save, _write("inline", 0), "[]", None)
-
-    async def marks(count: int) -> None:
-        nonlocal version
-        for delivered in range(count):
-            version = transaction(queries.mark_delivered, "inline", delivered, version)
-
-    async def saves(count: int) -> None:
-        nonlocal version
-        for delivered in range(count):
-            version = transaction(queries.save, _write("inline", delivered), "[]", version)
-
-    try:
-        _report("inline mark_delivered (no thread)", await _repeat(repeats, calls, marks))
-        _report("inline save (no thread)", await _repeat(repeats, calls, saves))
-    finally:
-        connection.close()
-
-
 async def main() -> None:
     """Run every measurement and print a table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -123,12 +93,13 @@ async def main() -> None:
     options = parser.parse_args()
     calls, repeats = options.calls, options.repeats
 
-    for synchronous in ("NORMAL", "FULL"):
+    for synchronous, inline_marks in (("NORMAL", True), ("NORMAL", False), ("FULL", True)):
         with tempfile.TemporaryDirectory() as folder:
-            print(f"SqliteSaver, synchronous={synchronous}")
-            async with SqliteSaver(Path(folder) / "bench.db", synchronous=synchronous) as saver:
+            print(f"SqliteSaver, synchronous={synchronous}, inline_marks={inline_marks}")
+            path = Path(folder) / "bench.db"
+            saver = SqliteSaver(path, synchronous=synchronous, inline_marks=inline_marks)
+            async with saver:
                 await bench_saver(saver, calls, repeats)
-            await bench_inline_sqlite(str(Path(folder) / "inline.db"), calls, repeats, synchronous)
 
     if options.no_postgres:
         return
@@ -138,9 +109,9 @@ async def main() -> None:
             server.create_database(name)
             server.execute(f"ALTER DATABASE {name} SET synchronous_commit = {synchronous_commit}")
             print(f"PostgresSaver (Unix socket, fsync=on, synchronous_commit={synchronous_commit})")
-            async with PostgresSaver(server.dsn(name)) as saver:
-                await saver.setup()
-                await bench_saver(saver, max(calls // 5, 100), repeats)
+            async with PostgresSaver(server.dsn(name)) as pg_saver:
+                await pg_saver.setup()
+                await bench_saver(pg_saver, max(calls // 5, 100), repeats)
 
 
 if __name__ == "__main__":

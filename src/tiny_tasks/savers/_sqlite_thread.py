@@ -116,6 +116,13 @@ class _Stop:
         self.waker = waker
 
 
+class _Checkpoint:
+    """Asks the thread for a PASSIVE WAL checkpoint (for writes made on other connections)."""
+
+
+_CHECKPOINT = _Checkpoint()
+
+
 class DatabaseThread:
     """A daemon thread that owns one SQLite connection and runs jobs on it in order.
 
@@ -124,9 +131,11 @@ class DatabaseThread:
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], name: str) -> None:
         self._connect = connect
-        self._queue: queue.SimpleQueue[Job | _Stop] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Job | _Stop | _Checkpoint] = queue.SimpleQueue()
         self._stopping = False
         self._lock = threading.Lock()  # no job may be queued behind the stop request
+        self._unfinished = 0  # jobs submitted and not yet run (changed under _lock)
+        self._checkpoint_queued = False
         # The thread must not refer to the saver, so an unclosed saver can be collected.
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
@@ -136,13 +145,32 @@ class DatabaseThread:
         """Whether `stop` was called."""
         return self._stopping
 
+    @property
+    def busy(self) -> bool:
+        """Whether a submitted job has not finished yet (read without a lock: a hint)."""
+        return self._unfinished != 0
+
     def submit(self, job: Job) -> bool:
         """Queue `job` (resolved on its loop once committed); `False` if stopping."""
         with self._lock:
             if self._stopping:
                 return False
+            self._unfinished += 1
             self._queue.put(job)
             return True
+
+    def request_checkpoint(self) -> None:
+        """Queue a PASSIVE checkpoint of the WAL, unless one is queued already.
+
+        The thread is `busy` until it is done, so no write on another connection of
+        this saver appends to the WAL meanwhile: the checkpoint can then copy every
+        frame, and the next write starts the WAL over instead of making it longer.
+        """
+        with self._lock:
+            if not self._stopping and not self._checkpoint_queued:
+                self._checkpoint_queued = True
+                self._unfinished += 1
+                self._queue.put(_CHECKPOINT)
 
     def stop(self, future: asyncio.Future[None] | None, waker: LoopWaker | None) -> bool:
         """Finish the queued jobs, close the connection, then resolve `future`.
@@ -177,55 +205,48 @@ class DatabaseThread:
 
     def _serve_jobs(self, connection: sqlite3.Connection) -> None:
         jobs = self._queue
-        carried: Job | _Stop | None = None
+        carried: Job | _Stop | _Checkpoint | None = None
         while True:
             job = carried if carried is not None else jobs.get()
             carried = None
             if isinstance(job, _Stop):
                 jobs.put(job)  # _finish resolves it once the connection is closed
                 return
+            if isinstance(job, _Checkpoint):
+                self._checkpoint(connection)
+                continue
             if not job[2]:
-                self._run_read(connection, job)
+                outcome = _run_read(connection, job)
+                self._done(1)  # before the caller can learn of it: no longer busy then
+                if outcome is not None:
+                    job[4].deliver([outcome])
                 continue
             batch = [job]
             # This thread is the only consumer: a non-empty queue cannot run dry here.
             while len(batch) < MAX_BATCH and not jobs.empty():
                 queued = jobs.get_nowait()
-                if isinstance(queued, _Stop) or not queued[2]:
+                if isinstance(queued, _Stop | _Checkpoint) or not queued[2]:
                     carried = queued
                     break
                 batch.append(queued)
-            self._run_writes(connection, batch)
+            size = len(batch)
+            batch = [job for job in batch if not job[3].cancelled()]
+            outcomes = _run_writes(connection, batch)
+            self._done(size)
+            _deliver(batch, outcomes)
 
-    def _run_read(self, connection: sqlite3.Connection, job: Job) -> None:
-        work, args, _, future, waker = job
-        if future.cancelled():
-            return
-        try:
-            outcome: Outcome = (future, work(connection, *args), None)
-        except BaseException as error:
-            outcome = (future, None, error)
-        finally:
-            _roll_back(connection)
-        waker.deliver([outcome])
+    def _done(self, count: int) -> None:
+        with self._lock:
+            self._unfinished -= count
 
-    def _run_writes(self, connection: sqlite3.Connection, batch: list[Job]) -> None:
-        batch = [job for job in batch if not job[3].cancelled()]
-        if len(batch) == 1:
-            outcomes = [_one_transaction(connection, batch[0])]
-        elif batch:
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as error:  # locked: retrying one by one would wait again
-                outcomes = [(job[3], None, error) for job in batch]
-            else:
-                try:
-                    outcomes = _group_transaction(connection, batch)
-                except Exception:
-                    outcomes = [_one_transaction(connection, job) for job in batch]
-        else:
-            return
-        _deliver(batch, outcomes)
+    def _checkpoint(self, connection: sqlite3.Connection) -> None:
+        # A busy database or a reader on an old snapshot only makes it partial; the
+        # next request (or this connection's own autocheckpoint) goes further.
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        with self._lock:
+            self._checkpoint_queued = False
+            self._unfinished -= 1
 
     def _fail_all(self, error: BaseException) -> None:
         while True:
@@ -234,7 +255,9 @@ class DatabaseThread:
                 self._queue.put(job)
                 self._finish()
                 return
-            job[4].deliver([(job[3], None, error)])
+            if not isinstance(job, _Checkpoint):
+                job[4].deliver([(job[3], None, error)])
+            self._done(1)
 
     def _finish(self) -> None:
         while True:
@@ -245,8 +268,36 @@ class DatabaseThread:
             if isinstance(job, _Stop):
                 if job.future is not None and job.waker is not None:
                     job.waker.deliver([(job.future, None, None)])
+            elif isinstance(job, _Checkpoint):
+                continue
             else:  # pragma: no cover - submit refuses jobs once stopping
                 job[4].deliver([(job[3], None, RuntimeError("the saver was closed"))])
+
+
+def _run_read(connection: sqlite3.Connection, job: Job) -> Outcome | None:
+    work, args, _, future, _ = job
+    if future.cancelled():
+        return None
+    try:
+        outcome: Outcome = (future, work(connection, *args), None)
+    except BaseException as error:
+        outcome = (future, None, error)
+    finally:
+        _roll_back(connection)
+    return outcome
+
+
+def _run_writes(connection: sqlite3.Connection, batch: list[Job]) -> list[Outcome]:
+    if len(batch) <= 1:
+        return [_one_transaction(connection, job) for job in batch]
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as error:  # locked: retrying one by one would wait again
+        return [(job[3], None, error) for job in batch]
+    try:
+        return _group_transaction(connection, batch)
+    except Exception:
+        return [_one_transaction(connection, job) for job in batch]
 
 
 def _one_transaction(connection: sqlite3.Connection, job: Job) -> Outcome:
@@ -285,6 +336,8 @@ def _roll_back(connection: sqlite3.Connection) -> None:
 
 
 def _deliver(batch: list[Job], outcomes: list[Outcome]) -> None:
+    if not batch:
+        return
     if len(batch) == 1:
         batch[0][4].deliver(outcomes)
         return
