@@ -141,8 +141,9 @@ class Run:
         if stored.status != "paused" or not pending:
             raise NoCheckpointError(
                 self.run_id,
-                f"the run is {stored.status}, not paused on an interrupt; call the task "
-                "without Command/resume to continue it",
+                f"the run is {stored.status}, not paused on an interrupt: another worker "
+                "is driving it (it may have resumed it just now), or one died while "
+                "driving it. If none is, call the task without Command/resume to continue it",
             )
         answers: Mapping[str, Any]
         if command.answers is not None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from typing import Any
 
-from tiny_tasks.errors import RunConflictError
+from tiny_tasks import TaskContext, interrupt, task
+from tiny_tasks.errors import RunConflictError, TinyTasksError
 from tiny_tasks.savers import PostgresSaver, SqliteSaver
 from tiny_tasks.savers.base import CheckpointWrite
 
@@ -86,3 +88,65 @@ def connect_concurrently(paths: list[str], name: str, barrier: Barrier, out: Que
     except BaseException as error:
         barrier.abort()
         out.put((name, f"{type(error).__name__}: {error}"))
+
+
+# -- two workers resuming one paused run through the engine --------------------------------
+
+
+@task("approval")
+async def approval(order: int, ctx: TaskContext):  # type: ignore[no-untyped-def]
+    """Pauses for an answer, then charges once (a recorded step) and finishes."""
+    answer = interrupt(f"approve order {order}?")
+    yield f"approved by {answer}"
+    receipt = await ctx.step(charge, order, answer)
+    yield receipt
+
+
+def charge(order: int, worker: str) -> str:
+    """The side effect, logged outside the run: one line per execution."""
+    with open(os.environ["TINY_TASKS_CHARGES_LOG"], "a") as log:
+        log.write(f"{order} {worker}\n")
+    return f"receipt {order} by {worker}"
+
+
+def resume_race(
+    kind: str,
+    target: str,
+    rounds: int,
+    name: str,
+    charges_log: str,
+    barrier: Barrier,
+    out: Queue[Any],
+) -> None:
+    """Each round, at the same moment as the rival: resume run `order-<round>` as `name`.
+
+    Puts `(name, [(outcome, partials), ...])` on `out`, outcome being "finished" or the
+    error's class name; or `(name, error_text)` if the worker itself failed.
+    """
+    os.environ["TINY_TASKS_CHARGES_LOG"] = charges_log
+    try:
+        out.put((name, asyncio.run(_resume_race(kind, target, rounds, name, barrier))))
+    except BaseException as error:
+        barrier.abort()
+        out.put((name, f"{type(error).__name__}: {error}"))
+
+
+async def _resume_race(
+    kind: str, target: str, rounds: int, name: str, barrier: Barrier
+) -> list[tuple[str, list[str]]]:
+    outcomes: list[tuple[str, list[str]]] = []
+    async with open_saver(kind, target) as saver:
+        await saver.setup()
+        for round_number in range(rounds):
+            await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT)
+            partials: list[str] = []
+            try:
+                stream = approval.resume(name, run_id=f"order-{round_number}", checkpointer=saver)
+                async for partial, _, _ in stream:
+                    partials.append(partial)
+            except TinyTasksError as error:
+                outcomes.append((type(error).__name__, partials))
+            else:
+                outcomes.append(("finished", partials))
+            await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT)
+    return outcomes

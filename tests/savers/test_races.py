@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,56 @@ async def test_sqlite_compare_and_swap_across_processes(tmp_path: Path) -> None:
 async def test_postgres_compare_and_swap_across_processes(postgres_dsn: str) -> None:
     async with PostgresSaver(postgres_dsn) as saver:
         await _race("postgres", postgres_dsn, saver)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_two_workers_resuming_one_paused_run_exactly_one_proceeds(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Through the engine: both processes call `resume` on the same paused run at once."""
+    target = (
+        str(tmp_path / "runs.db") if kind == "sqlite" else request.getfixturevalue("postgres_dsn")
+    )
+    async with race_worker.open_saver(kind, target) as saver:
+        await saver.setup()
+        for round_number in range(ROUNDS):
+            run_id = f"order-{round_number}"
+            run = race_worker.approval(round_number, run_id=run_id, checkpointer=saver)
+            assert [event.interrupt is not None async for event in run] == [True]
+    charges = tmp_path / "charges.log"
+    charges.write_text("")
+
+    outcomes = await asyncio.to_thread(
+        _run_children,
+        race_worker.resume_race,
+        [(kind, target, ROUNDS, name, str(charges)) for name in ("first", "second")],
+    )
+
+    first, second = outcomes["first"], outcomes["second"]
+    assert isinstance(first, list), first
+    assert isinstance(second, list), second
+    winners: list[str] = []
+    losers: Counter[str] = Counter()
+    for round_number, both in enumerate(zip(first, second, strict=True)):
+        finished = [n for n, (outcome, _) in enumerate(both) if outcome == "finished"]
+        assert len(finished) == 1, both  # exactly one worker proceeds
+        winner = ("first", "second")[finished[0]]
+        assert both[finished[0]][1] == [
+            f"approved by {winner}",
+            f"receipt {round_number} by {winner}",
+        ]
+        loser_outcome, loser_partials = both[1 - finished[0]]
+        # The loser lost the compare-and-swap on the answer, or loaded the run after the
+        # winner had answered it; either way it ran nothing and streamed nothing.
+        assert loser_outcome in ("RunConflictError", "NoCheckpointError"), both
+        assert loser_partials == []
+        losers[loser_outcome] += 1
+        winners.append(f"{round_number} {winner}")
+    assert charges.read_text().splitlines() == winners  # one charge a round, by its winner
+    assert losers["RunConflictError"] > 0  # the workers did overlap (50 of 50 when measured)
+    async with race_worker.open_saver(kind, target) as saver:
+        assert await saver.list_runs() == []  # every run finished and was deleted
+    print(f"{kind}: {ROUNDS} resume races, {len(winners)} winners, losers {dict(losers)}")
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
