@@ -549,6 +549,30 @@ async def test_a_step_site_now_holding_an_interrupt_is_a_mismatch(
     assert await collect(task("job", old_code).resume("yes", **opts)) == (["yes"], [])
 
 
+async def test_the_answer_of_a_refused_resume_does_not_count(
+    saver: MemorySaver, collect: Any
+) -> None:
+    def fetch() -> str:
+        return "data"
+
+    async def old_code(_: Any, ctx: TaskContext):
+        yield await ctx.step(fetch)
+        yield interrupt("approve?")
+
+    async def new_code(_: Any, ctx: TaskContext):
+        yield interrupt("approve first?")
+        yield await ctx.step(fetch)
+
+    opts: dict[str, Any] = {"run_id": "refused", "checkpointer": saver}
+    await collect(task("job", old_code)(**opts))
+    with pytest.raises(ReplayMismatchError):
+        await collect(task("job", new_code).resume("wrong", **opts))
+
+    events = [event async for event in task("job", old_code).resume("right", **opts)]
+    assert [event.partial for event in events] == ["right"]
+    assert events[0].snapshot.resume == ["right"]  # not ["wrong", "right"]
+
+
 async def test_a_recorded_site_never_reached_again_is_a_mismatch(
     saver: MemorySaver, collect: Any
 ) -> None:

@@ -66,51 +66,94 @@ def encode_state(serde: Serializer, pending: list[tuple[str, Any]]) -> bytes:
 
 
 def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
-    """Rebuild the journal from a stored checkpoint; raises `SerializationError`."""
+    """Rebuild the journal from a stored checkpoint.
+
+    Raises `SerializationError` naming the run when an entry or the state cannot be
+    decoded or does not have the shape this code writes (a damaged store).
+    """
+    run_id = checkpoint.run_id
     journal = Journal()
-    for entry in _load_all(serde, checkpoint.entries, checkpoint.run_id):
-        kind = entry["k"]
-        if kind == "answer":
-            journal.answers[entry["s"]] = entry["v"]
-        elif kind == "step":
-            error = entry.get("e")
-            journal.steps[entry["s"]] = StepRecord(
-                entry.get("h"), entry.get("v"), tuple(error) if error is not None else None
-            )
-        elif kind == "child":
-            journal.children[entry["s"]] = ChildRecord(list(entry["p"]), entry.get("v"))
-        elif kind == "input":
-            journal.input = entry["v"]
-        else:
-            raise SerializationError(
-                f"unknown journal entry kind {kind!r}; was the run written by a newer "
-                "version of tiny-tasks?",
-                run_id=checkpoint.run_id,
-            )
+    for number, entry in enumerate(_load_all(serde, checkpoint.entries, run_id)):
+        try:
+            _apply(journal, entry)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _damaged(run_id, f"journal entry {number}", exc) from exc
     if checkpoint.state:
-        state = _load(serde, checkpoint.state, checkpoint.run_id)
-        journal.pending = {site: value for site, value in state["pending"]}
+        state = _load(serde, checkpoint.state, run_id)
+        try:
+            pending = state["pending"]
+            journal.pending = {_site(site): value for site, value in pending}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _damaged(run_id, "state", exc) from exc
+        # A resume records its answer before replaying; if the replay was refused, the
+        # run was stored paused again on the same interrupt: the answer does not count.
+        for site in journal.pending:
+            journal.answers.pop(site, None)
+    elif checkpoint.status == "paused":
+        raise _damaged(run_id, "state", ValueError("a paused run with no pending interrupts"))
     return journal
+
+
+def _apply(journal: Journal, entry: Any) -> None:
+    if not isinstance(entry, dict):
+        raise TypeError(f"a {type(entry).__name__}, not a mapping")
+    kind = entry["k"]
+    if kind == "answer":
+        journal.answers[_site(entry["s"])] = entry["v"]
+    elif kind == "step":
+        error = entry.get("e")
+        if error is not None:
+            error = tuple(error)
+            if len(error) != 4 or not all(isinstance(part, str) for part in error[:3]):
+                raise ValueError("a step error that is not [module, name, message, args]")
+        args_hash = entry.get("h")
+        if args_hash is not None and not isinstance(args_hash, str):
+            raise TypeError(f"an arguments hash of type {type(args_hash).__name__}")
+        journal.steps[_site(entry["s"])] = StepRecord(args_hash, entry.get("v"), error)
+    elif kind == "child":
+        partials = entry["p"]
+        if not isinstance(partials, list):
+            raise TypeError(f"child partials of type {type(partials).__name__}, not a list")
+        journal.children[_site(entry["s"])] = ChildRecord(partials, entry.get("v"))
+    elif kind == "input":
+        journal.input = entry["v"]
+    else:
+        raise ValueError(
+            f"unknown entry kind {kind!r}; was the run written by a newer version of tiny-tasks?"
+        )
+
+
+def _site(site: Any) -> str:
+    if not isinstance(site, str):
+        raise TypeError(f"a site id of type {type(site).__name__}")
+    return site
+
+
+def _damaged(run_id: str, where: str, exc: Exception) -> SerializationError:
+    detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+    return SerializationError(
+        f"the stored {where} is damaged ({detail}). The checkpoint was left as it is: "
+        "restore it from a backup, or delete the run and start it again",
+        run_id=run_id,
+    )
 
 
 def _load_all(serde: Serializer, entries: tuple[bytes, ...], run_id: str) -> list[Any]:
     """Decode every entry, in one parse when the serializer can (`loads_many`)."""
     loads_many = getattr(serde, "loads_many", None)
-    if loads_many is None:
-        return [_load(serde, raw, run_id) for raw in entries]
-    try:
-        decoded: list[Any] = loads_many(entries)
-    except Exception as exc:
-        raise SerializationError(f"cannot decode the stored journal: {exc}", run_id=run_id) from exc
-    return decoded
+    if loads_many is not None:
+        try:
+            decoded: list[Any] = loads_many(entries)
+            return decoded
+        except Exception:  # decoded again one by one below, to name the bad entry
+            pass
+    return [_load(serde, raw, run_id, f"journal entry {n}") for n, raw in enumerate(entries)]
 
 
-def _load(serde: Serializer, raw: bytes, run_id: str) -> Any:
+def _load(serde: Serializer, raw: bytes, run_id: str, where: str = "state") -> Any:
     try:
         return serde.loads(raw)
-    except SerializationError as exc:
-        raise SerializationError(f"cannot decode the stored journal: {exc}", run_id=run_id) from exc
-    except Exception as exc:
-        raise SerializationError(
-            f"cannot decode the stored journal ({type(exc).__name__}: {exc})", run_id=run_id
-        ) from exc
+    except SerializationError as exc:  # well-formed, but e.g. of a type not registered here
+        raise SerializationError(f"cannot decode the stored {where}: {exc}", run_id=run_id) from exc
+    except Exception as exc:  # a custom serializer may raise anything
+        raise _damaged(run_id, where, exc) from exc
