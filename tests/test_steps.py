@@ -518,20 +518,24 @@ async def test_a_non_serialisable_step_result_is_fine_without_a_checkpointer() -
     assert await job.invoke() == "Connection"
 
 
+def _fetch() -> str:
+    return "data"
+
+
+async def _step_then_interrupt(_: Any, ctx: TaskContext):  # type: ignore[no-untyped-def]
+    yield await ctx.step(_fetch, name="fetch")
+    yield interrupt("approve?")
+
+
+async def _interrupt_then_step(_: Any, ctx: TaskContext):  # type: ignore[no-untyped-def]
+    yield interrupt("approve first?")  # where the step used to be
+    yield await ctx.step(_fetch, name="fetch")
+
+
 async def test_a_step_site_now_holding_an_interrupt_is_a_mismatch(
     saver: MemorySaver, collect: Any
 ) -> None:
-    def fetch() -> str:
-        return "data"
-
-    async def old_code(_: Any, ctx: TaskContext):
-        yield await ctx.step(fetch)
-        yield interrupt("approve?")
-
-    async def new_code(_: Any, ctx: TaskContext):
-        yield interrupt("approve first?")  # where the step used to be
-        yield await ctx.step(fetch)
-
+    old_code, new_code = _step_then_interrupt, _interrupt_then_step
     opts: dict[str, Any] = {"run_id": "edited", "checkpointer": saver}
     assert await collect(task("job", old_code)(**opts)) == (
         ["data"],
@@ -552,17 +556,7 @@ async def test_a_step_site_now_holding_an_interrupt_is_a_mismatch(
 async def test_the_answer_of_a_refused_resume_does_not_count(
     saver: MemorySaver, collect: Any
 ) -> None:
-    def fetch() -> str:
-        return "data"
-
-    async def old_code(_: Any, ctx: TaskContext):
-        yield await ctx.step(fetch)
-        yield interrupt("approve?")
-
-    async def new_code(_: Any, ctx: TaskContext):
-        yield interrupt("approve first?")
-        yield await ctx.step(fetch)
-
+    old_code, new_code = _step_then_interrupt, _interrupt_then_step
     opts: dict[str, Any] = {"run_id": "refused", "checkpointer": saver}
     await collect(task("job", old_code)(**opts))
     with pytest.raises(ReplayMismatchError):

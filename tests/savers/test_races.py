@@ -95,9 +95,7 @@ async def test_two_workers_resuming_one_paused_run_exactly_one_proceeds(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """Through the engine: both processes call `resume` on the same paused run at once."""
-    target = (
-        str(tmp_path / "runs.db") if kind == "sqlite" else request.getfixturevalue("postgres_dsn")
-    )
+    target = _target(kind, request, tmp_path / "runs.db")
     async with race_worker.open_saver(kind, target) as saver:
         await saver.setup()
         for round_number in range(ROUNDS):
@@ -144,9 +142,7 @@ async def test_two_workers_resuming_one_paused_run_exactly_one_proceeds(
 async def test_processes_creating_the_schema_at_once_all_succeed(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    target = (
-        str(tmp_path / "fresh.db") if kind == "sqlite" else request.getfixturevalue("postgres_dsn")
-    )
+    target = _target(kind, request, tmp_path / "fresh.db")
 
     outcomes = await asyncio.to_thread(
         _run_children,
@@ -176,6 +172,11 @@ async def test_sqlite_processes_opening_new_files_at_once_all_succeed(tmp_path: 
 
     assert outcomes == {f"opener-{n}": "ok" for n in range(OPENERS)}
     assert [await _schema_versions("sqlite", path) for path in paths] == [[1]] * len(paths)
+
+
+def _target(kind: str, request: pytest.FixtureRequest, path: Path) -> str:
+    """Where a saver of `kind` keeps its runs: the SQLite file `path` or a new database."""
+    return str(path) if kind == "sqlite" else str(request.getfixturevalue("postgres_dsn"))
 
 
 async def _schema_versions(kind: str, target: str) -> list[int]:
