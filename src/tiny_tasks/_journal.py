@@ -73,60 +73,69 @@ def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
     """
     run_id = checkpoint.run_id
     journal = Journal()
-    for number, entry in enumerate(_load_all(serde, checkpoint.entries, run_id)):
-        try:
-            _apply(journal, entry)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _damaged(run_id, f"journal entry {number}", exc) from exc
+    answers, steps, children = journal.answers, journal.steps, journal.children
+    number = 0
+    try:
+        # One loop with the checks inline: this runs once per recorded site on every resume.
+        for number, entry in enumerate(_load_all(serde, checkpoint.entries, run_id)):  # noqa: B007 - read in the except clause
+            kind = entry["k"]
+            if kind == "input":
+                journal.input = entry["v"]
+                continue
+            site = entry["s"]
+            if site.__class__ is not str:
+                raise TypeError(f"a site id of type {type(site).__name__}")
+            if kind == "answer":
+                answers[site] = entry["v"]
+            elif kind == "step":
+                steps[site] = _step_record(entry)
+            elif kind == "child":
+                children[site] = _child_record(entry)
+            else:
+                raise ValueError(
+                    f"unknown entry kind {kind!r}; was the run written by a newer version "
+                    "of tiny-tasks?"
+                )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise _damaged(run_id, f"journal entry {number}", exc) from exc
     if checkpoint.state:
         state = _load(serde, checkpoint.state, run_id)
         try:
-            pending = state["pending"]
-            journal.pending = {_site(site): value for site, value in pending}
+            pending = {}
+            for site, value in state["pending"]:
+                if type(site) is not str:
+                    raise TypeError(f"an interrupt id of type {type(site).__name__}")
+                pending[site] = value
         except (KeyError, TypeError, ValueError) as exc:
             raise _damaged(run_id, "state", exc) from exc
+        journal.pending = pending
         # A resume records its answer before replaying; if the replay was refused, the
         # run was stored paused again on the same interrupt: the answer does not count.
-        for site in journal.pending:
-            journal.answers.pop(site, None)
+        for site in pending:
+            answers.pop(site, None)
     elif checkpoint.status == "paused":
         raise _damaged(run_id, "state", ValueError("a paused run with no pending interrupts"))
     return journal
 
 
-def _apply(journal: Journal, entry: Any) -> None:
-    if not isinstance(entry, dict):
-        raise TypeError(f"a {type(entry).__name__}, not a mapping")
-    kind = entry["k"]
-    if kind == "answer":
-        journal.answers[_site(entry["s"])] = entry["v"]
-    elif kind == "step":
-        error = entry.get("e")
-        if error is not None:
-            error = tuple(error)
-            if len(error) != 4 or not all(isinstance(part, str) for part in error[:3]):
-                raise ValueError("a step error that is not [module, name, message, args]")
-        args_hash = entry.get("h")
-        if args_hash is not None and not isinstance(args_hash, str):
-            raise TypeError(f"an arguments hash of type {type(args_hash).__name__}")
-        journal.steps[_site(entry["s"])] = StepRecord(args_hash, entry.get("v"), error)
-    elif kind == "child":
-        partials = entry["p"]
-        if not isinstance(partials, list):
-            raise TypeError(f"child partials of type {type(partials).__name__}, not a list")
-        journal.children[_site(entry["s"])] = ChildRecord(partials, entry.get("v"))
-    elif kind == "input":
-        journal.input = entry["v"]
-    else:
-        raise ValueError(
-            f"unknown entry kind {kind!r}; was the run written by a newer version of tiny-tasks?"
-        )
+def _child_record(entry: dict[str, Any]) -> ChildRecord:
+    partials = entry["p"]
+    if type(partials) is not list:
+        raise TypeError(f"child partials of type {type(partials).__name__}")
+    return ChildRecord(partials, entry.get("v"))
 
 
-def _site(site: Any) -> str:
-    if not isinstance(site, str):
-        raise TypeError(f"a site id of type {type(site).__name__}")
-    return site
+def _step_record(entry: dict[str, Any]) -> StepRecord:
+    args_hash = entry.get("h")
+    if args_hash is not None and type(args_hash) is not str:
+        raise TypeError(f"an arguments hash of type {type(args_hash).__name__}")
+    error = entry.get("e")
+    if error is None:
+        return StepRecord(args_hash, entry.get("v"))
+    error = tuple(error)
+    if len(error) != 4 or not all(type(part) is str for part in error[:3]):
+        raise ValueError("a step error that is not [module, name, message, args]")
+    return StepRecord(args_hash, None, error)
 
 
 def _damaged(run_id: str, where: str, exc: Exception) -> SerializationError:
