@@ -159,6 +159,25 @@ def postgres_version(pg_url: str) -> str:
     return f"PostgreSQL {row[0] if row else '?'} (throwaway server on loopback, default settings)"
 
 
+JOURNAL_SECTION = """
+## Journal size (tiny-tasks)
+
+Bytes a run's journal grows by per answered interrupt in the pause/resume workload
+(`bench/journal_size.py`; the SQLite file figure includes keys and page slack).
+
+"""
+
+
+def measure_journal_size(quick: bool) -> str:
+    """The Markdown table `journal_size.py` prints (it runs after the timed systems)."""
+    command = [str(ENV_PYTHON), str(BENCH / "journal_size.py"), *(["--quick"] if quick else [])]
+    print("== journal size", file=sys.stderr, flush=True)
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if finished.returncode != 0:
+        return f"failed: {finished.stderr.strip()[-500:]}"
+    return finished.stdout.strip()
+
+
 def main() -> int:
     args = parse_args()
     if not running_in_environment():
@@ -200,12 +219,17 @@ def main() -> int:
     rows = _report.rows_from(documents)
     print()
     print(_report.plain(_report.table(rows)))
+    journal_sizes = measure_journal_size(args.quick)
+    print(journal_sizes)
+    if journal_sizes.startswith("failed"):
+        failures.append(f"journal size: {journal_sizes}")
     plot = out_dir / "pause_resume.png"
     plotted = _report.plot_pause_resume(documents, str(plot))
     results = out_dir / "RESULTS.md"
     results.write_text(_report.results_markdown(
         documents, command, server, plot.name if plotted else None,
-        (load_at_start, _report.load_average())), encoding="utf-8")
+        (load_at_start, _report.load_average())) + JOURNAL_SECTION + journal_sizes + "\n",
+        encoding="utf-8")
     errors = [r for r in rows if r.status == "error"]
     print(f"\nwrote {results}" + (f" and {plot}" if plotted else ""))
     print(f"total {time.perf_counter() - started:.0f} s")
