@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -77,6 +77,9 @@ class Result:
     note: str = ""
     seconds_per_op: list[float] = field(default_factory=list)
     requested_size: int = 0  # the workload's size; `size` is smaller when the cell shrank
+    # The machine's speed around this cell: seconds per item of a bare async generator,
+    # measured just before and just after the measured runs (their mean).
+    bare_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         self.requested_size = self.requested_size or self.size
@@ -166,16 +169,39 @@ async def _measure(
             repeat = args.repeat
             if projected_run < CHEAP_RUN and not args.quick:
                 repeat = max(repeat, CHEAP_REPEAT)  # more runs: a steadier median, ~free
+            before = await bare_speed()
             for _ in range(repeat):
                 gc.collect()
                 seconds = await function(backend, size)
                 result.seconds_per_op.append(seconds / operations(scenario, size))
+            result.bare_seconds = (before + await bare_speed()) / 2
     except NotApplicable as reason:
         result.status, result.note = "n/a", str(reason)
     except Exception as error:  # report and go on: one broken cell must not hide the rest
         log(traceback.format_exc())
         result.status, result.note = "error", f"{type(error).__name__}: {error}"[:300]
     return result
+
+
+async def _bare_items(n: int) -> AsyncIterator[int]:
+    for i in range(n):
+        yield i
+
+
+async def bare_speed(items: int = 20_000, runs: int = 5) -> float:
+    """Seconds per item of a bare async generator consumed with `async for`, right now.
+
+    The machines we measure on are shared: their speed drifts by up to 2x over minutes,
+    and each system runs in its own process, minutes apart. Ratios between systems are
+    therefore taken on times divided by this figure, measured around each cell.
+    """
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        async for _item in _bare_items(items):
+            pass
+        samples.append((time.perf_counter() - started) / items)
+    return statistics.median(samples)
 
 
 SHRINKABLE = ("stream", "steps")

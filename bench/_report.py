@@ -44,6 +44,7 @@ class Row:
     status: str
     note: str
     samples: list[float]  # seconds per operation, one per measured run
+    bare: float = 0.0  # seconds per bare generator item around this cell (0: not measured)
 
     @property
     def median(self) -> float:
@@ -54,7 +55,7 @@ def rows_from(documents: Iterable[dict[str, Any]]) -> list[Row]:
     rows = [
         Row(r["scenario"], r["system"], r["backend"], r["size"],
             r.get("requested_size") or r["size"], r["unit"], r["status"], r["note"],
-            r["seconds_per_op"])
+            r["seconds_per_op"], r.get("bare_seconds", 0.0))
         for document in documents for r in document["results"]
     ]
     systems = list(dict.fromkeys([OURS, *(row.system for row in rows)]))
@@ -75,10 +76,16 @@ def _ours(rows: list[Row]) -> dict[tuple[str, str, int], Row]:
 
 
 def ratio(row: Row, ours: dict[tuple[str, str, int], Row]) -> float | None:
-    """Their median time per operation over ours (same scenario, backend and size)."""
+    """Their median time per operation over ours (same scenario, backend and size).
+
+    Each median is first divided by the bare generator's speed measured around its
+    cell, so that the machine's drift between the two cells does not count.
+    """
     mine = ours.get((row.scenario, row.backend, row.requested_size))
     if row.status != "ok" or mine is None:
         return None
+    if row.bare > 0 and mine.bare > 0:
+        return (row.median / row.bare) / (mine.median / mine.bare)
     return row.median / mine.median
 
 
@@ -95,7 +102,8 @@ def _number(value: float) -> str:
 def table(rows: list[Row]) -> list[list[str]]:
     """Header and cells: scenario, system, backend, size, median, min–max, ratio to ours."""
     ours = _ours(rows)
-    lines = [["scenario", "system", "backend", "size", "median", "min–max", "× tiny-tasks"]]
+    lines = [["scenario", "system", "backend", "size", "median", "min–max", "bare µs",
+              "× tiny-tasks"]]
     for row in rows:
         scale = UNITS[row.scenario][1]
         size = f"{row.size:,}" + ("*" if row.size != row.requested_size else "")
@@ -104,16 +112,17 @@ def table(rows: list[Row]) -> list[list[str]]:
             spread = f"{_number(min(row.samples) * scale)}–{_number(max(row.samples) * scale)}"
             times = ratio(row, ours)
             factor = "–" if times is None else f"{times:.2f}x" if times < 10 else f"{times:.0f}x"
+            bare = f"{row.bare * 1e6:.3f}" if row.bare else ""
         else:
-            median, spread, factor = row.status, "", ""
+            median, spread, bare, factor = row.status, "", "", ""
         lines.append([SCENARIO_TITLES[row.scenario], row.system, row.backend, size, median,
-                      spread, factor])
+                      spread, bare, factor])
     return lines
 
 
 def plain(lines: list[list[str]]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    right = {3, 4, 5, 6}
+    right = {3, 4, 5, 6, 7}
     out = []
     for n, line in enumerate(lines):
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
@@ -127,7 +136,7 @@ def plain(lines: list[list[str]]) -> str:
 def markdown(lines: list[list[str]]) -> str:
     head, *body = lines
     out = ["| " + " | ".join(head) + " |",
-           "|" + "|".join(["---"] * 3 + ["---:"] * 4) + "|"]
+           "|" + "|".join(["---"] * 3 + ["---:"] * 5) + "|"]
     out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in body]
     return "\n".join(out)
 
@@ -220,8 +229,11 @@ def results_markdown(
         f"* PostgreSQL: {postgres}",
         f"* 1-minute load average: {load[0]} at the start, {load[1]} at the end "
         f"(the bench itself adds about 1)",
-        "* Figures are medians of the measured runs after a warm-up, per operation;",
-        "  `× tiny-tasks` is that system's median over ours on the same backend and size",
+        "* Figures are medians of the measured runs after a warm-up, per operation.",
+        "  `bare µs` is what one item of a bare async generator cost right before and after",
+        "  the cell (the machine is shared and its speed drifts by up to 2x over minutes);",
+        "  `× tiny-tasks` is that system's median over ours on the same backend and size,",
+        "  each first divided by its `bare µs`, so the drift between the cells cancels out",
         "  (above 1: we are faster). A size marked * was shrunk to fit the cell budget.",
         "",
         markdown(table(rows)),
