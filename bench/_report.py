@@ -75,6 +75,14 @@ def _ours(rows: list[Row]) -> dict[tuple[str, str, int], Row]:
     }
 
 
+def raw_ratio(row: Row, ours: dict[tuple[str, str, int], Row]) -> float | None:
+    """Their median time per operation over ours, as measured (no drift correction)."""
+    mine = ours.get((row.scenario, row.backend, row.requested_size))
+    if row.status != "ok" or mine is None:
+        return None
+    return row.median / mine.median
+
+
 def ratio(row: Row, ours: dict[tuple[str, str, int], Row]) -> float | None:
     """Their median time per operation over ours (same scenario, backend and size).
 
@@ -103,26 +111,29 @@ def table(rows: list[Row]) -> list[list[str]]:
     """Header and cells: scenario, system, backend, size, median, min–max, ratio to ours."""
     ours = _ours(rows)
     lines = [["scenario", "system", "backend", "size", "median", "min–max", "bare µs",
-              "× tiny-tasks"]]
+              "× raw", "× tiny-tasks"]]
     for row in rows:
         scale = UNITS[row.scenario][1]
         size = f"{row.size:,}" + ("*" if row.size != row.requested_size else "")
         if row.status == "ok":
             median = f"{_number(row.median * scale)} {row.unit}"
             spread = f"{_number(min(row.samples) * scale)}–{_number(max(row.samples) * scale)}"
-            times = ratio(row, ours)
-            factor = "–" if times is None else f"{times:.2f}x" if times < 10 else f"{times:.0f}x"
+            factor, raw = _times(ratio(row, ours)), _times(raw_ratio(row, ours))
             bare = f"{row.bare * 1e6:.3f}" if row.bare else ""
         else:
-            median, spread, bare, factor = row.status, "", "", ""
+            median, spread, bare, raw, factor = row.status, "", "", "", ""
         lines.append([SCENARIO_TITLES[row.scenario], row.system, row.backend, size, median,
-                      spread, bare, factor])
+                      spread, bare, raw, factor])
     return lines
+
+
+def _times(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
 
 
 def plain(lines: list[list[str]]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    right = {3, 4, 5, 6, 7}
+    right = {3, 4, 5, 6, 7, 8}
     out = []
     for n, line in enumerate(lines):
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
@@ -136,7 +147,7 @@ def plain(lines: list[list[str]]) -> str:
 def markdown(lines: list[list[str]]) -> str:
     head, *body = lines
     out = ["| " + " | ".join(head) + " |",
-           "|" + "|".join(["---"] * 3 + ["---:"] * 5) + "|"]
+           "|" + "|".join(["---"] * 3 + ["---:"] * 6) + "|"]
     out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in body]
     return "\n".join(out)
 
@@ -163,13 +174,15 @@ def targets(rows: list[Row]) -> list[str]:
     for row in rows:
         peer = "DBOS" if row.system.startswith("DBOS") else row.system
         goal = TARGETS.get((peer, row.scenario))
-        times = ratio(row, ours)
-        if goal is None or times is None:
+        times, raw = ratio(row, ours), raw_ratio(row, ours)
+        if goal is None or times is None or raw is None:
             continue
-        verdict = "met" if times >= goal else "NOT met"
+        verdict = "met" if min(times, raw) >= goal else "met once corrected" if times >= goal \
+            else "NOT met"
         lines.append(
             f"{SCENARIO_TITLES[row.scenario]}, {row.system}, {row.backend}, "
-            f"size {row.requested_size:,}: {times:.1f}x (target ≥{goal}x): {verdict}"
+            f"size {row.requested_size:,}: {times:.1f}x, raw {raw:.1f}x (target ≥{goal}x): "
+            f"{verdict}"
         )
     return lines
 
@@ -232,9 +245,10 @@ def results_markdown(
         "* Figures are medians of the measured runs after a warm-up, per operation.",
         "  `bare µs` is what one item of a bare async generator cost right before and after",
         "  the cell (the machine is shared and its speed drifts by up to 2x over minutes);",
-        "  `× tiny-tasks` is that system's median over ours on the same backend and size,",
-        "  each first divided by its `bare µs`, so the drift between the cells cancels out",
-        "  (above 1: we are faster). A size marked * was shrunk to fit the cell budget.",
+        "  `× raw` is that system's median over ours on the same backend and size (above 1:",
+        "  we are faster); `× tiny-tasks` the same with each median first divided by its",
+        "  `bare µs`, so that the drift between the two cells cancels out (exact for CPU-bound",
+        "  work, rough for I/O-bound work). A size marked * was shrunk to fit the cell budget.",
         "",
         markdown(table(rows)),
     ]

@@ -66,6 +66,9 @@ def parse_args() -> argparse.Namespace:
                              "quick: bench/.env/quick)")
     parser.add_argument("--no-postgres", action="store_true", help="skip the Postgres backend")
     parser.add_argument("--setup-only", action="store_true", help="create bench/.env and stop")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: write RESULTS.md and the plot again from the "
+                             "last run's figures (bench/.env/last-run)")
     return parser.parse_args()
 
 
@@ -192,10 +195,16 @@ def main() -> int:
     from _pg import find_bin_dir, throwaway_postgres
 
     started = time.perf_counter()
-    load_at_start = _report.load_average()
     out_dir = Path(args.out_dir) if args.out_dir else (ENV / "quick" if args.quick else BENCH)
     out_dir.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["bench/run", *sys.argv[1:]])
+    raw = ENV / "last-run"  # the systems' JSON, kept (git-ignored) for a closer look
+    if args.report_only:
+        meta = json.loads((raw / "meta.json").read_text(encoding="utf-8"))
+        documents = [json.loads(path.read_text(encoding="utf-8"))
+                     for path in sorted(raw.glob("*.json")) if path.name != "meta.json"]
+        return report(documents, [], meta, out_dir, started)
+    meta = {"command": shlex.join(["bench/run", *sys.argv[1:]]), "quick": args.quick,
+            "load_at_start": _report.load_average()}
     with tempfile.TemporaryDirectory(prefix="tiny-tasks-bench-") as tmp:
         if args.no_postgres:
             documents, failures = run_systems(args, None, Path(tmp))
@@ -209,17 +218,26 @@ def main() -> int:
             with throwaway_postgres() as pg_url:
                 server = postgres_version(pg_url)
                 documents, failures = run_systems(args, pg_url, Path(tmp))
+    meta.update(server=server, load_at_end=_report.load_average())
 
-    raw = ENV / "last-run"  # the systems' JSON, kept (git-ignored) for a closer look
     shutil.rmtree(raw, ignore_errors=True)
     raw.mkdir()
     for document in documents:
         name = document["system"].replace(" ", "-").replace("(", "").replace(")", "")
         (raw / f"{name}.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
+    (raw / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return report(documents, failures, meta, out_dir, started)
+
+
+def report(documents: list[dict[str, Any]], failures: list[str], meta: dict[str, Any],
+           out_dir: Path, started: float) -> int:
+    """Print the table, write RESULTS.md and the plot; the exit status of the run."""
+    import _report
+
     rows = _report.rows_from(documents)
     print()
     print(_report.plain(_report.table(rows)))
-    journal_sizes = measure_journal_size(args.quick)
+    journal_sizes = measure_journal_size(meta["quick"])
     print(journal_sizes)
     if journal_sizes.startswith("failed"):
         failures.append(f"journal size: {journal_sizes}")
@@ -227,8 +245,8 @@ def main() -> int:
     plotted = _report.plot_pause_resume(documents, str(plot))
     results = out_dir / "RESULTS.md"
     results.write_text(_report.results_markdown(
-        documents, command, server, plot.name if plotted else None,
-        (load_at_start, _report.load_average())) + JOURNAL_SECTION + journal_sizes + "\n",
+        documents, meta["command"], meta["server"], plot.name if plotted else None,
+        (meta["load_at_start"], meta["load_at_end"])) + JOURNAL_SECTION + journal_sizes + "\n",
         encoding="utf-8")
     errors = [r for r in rows if r.status == "error"]
     print(f"\nwrote {results}" + (f" and {plot}" if plotted else ""))
