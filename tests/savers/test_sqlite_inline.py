@@ -60,15 +60,17 @@ async def test_after_the_first_mark_marks_take_no_trip_to_the_thread(path: Path)
         assert (loaded.version, loaded.delivered) == (102, 101)
 
 
-async def test_a_stale_inline_mark_is_a_conflict_and_changes_nothing(path: Path) -> None:
+@pytest.mark.parametrize("run_id", ["run-1", "missing"])
+async def test_a_stale_inline_mark_is_a_conflict_and_changes_nothing(
+    path: Path, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sqlite_inline, "CONCURRENT_WITHIN", 0.0)  # one stream at a time
     async with SqliteSaver(path) as saver:
         version = await saver.mark_delivered("run-1", 1, await _created(saver))
         await saver.load("run-1")
         counter = _JobCounter(saver)
-        with pytest.raises(RunConflictError, match="run-1"):
-            await saver.mark_delivered("run-1", 7, version - 1)
-        with pytest.raises(RunConflictError, match="missing"):
-            await saver.mark_delivered("missing", 7, 1)
+        with pytest.raises(RunConflictError, match=run_id):
+            await saver.mark_delivered(run_id, 7, version - 1)
         assert counter.jobs == []
         loaded = await saver.load("run-1")
         assert loaded is not None
@@ -110,6 +112,31 @@ async def test_a_mark_made_behind_a_call_in_flight_waits_its_turn(path: Path) ->
         with pytest.raises(RunConflictError, match="deleted"):
             await marking  # applied after the delete, as it was called after it
         assert counter.jobs == ["delete", "mark_delivered"]
+
+
+async def test_marks_of_several_streams_at_once_go_to_the_thread_to_be_grouped(
+    path: Path,
+) -> None:
+    streams, marks = 8, 20
+    async with SqliteSaver(path) as saver:
+        versions = {f"run-{n}": await _created(saver, f"run-{n}") for n in range(streams)}
+        await saver.mark_delivered("run-0", 0, versions["run-0"])  # opens the inline connection
+        versions["run-0"] += 1
+        await saver.load("run-0")
+        counter = _JobCounter(saver)
+
+        async def stream(run_id: str) -> None:
+            for delivered in range(1, marks + 1):
+                versions[run_id] = await saver.mark_delivered(run_id, delivered, versions[run_id])
+                await asyncio.sleep(0)  # the consumer awaits something: the streams interleave
+
+        await asyncio.gather(*(stream(run_id) for run_id in versions))
+        # Only a first mark, before any other stream has marked, may be made inline.
+        assert streams * marks - 1 <= counter.jobs.count("mark_delivered") <= streams * marks
+        for run_id in versions:
+            loaded = await saver.load(run_id)
+            assert loaded is not None
+            assert (loaded.delivered, loaded.version) == (marks, versions[run_id])
 
 
 @pytest.mark.parametrize(

@@ -15,16 +15,23 @@ mark runs right where it is awaited, on a second connection that cannot wait:
 * it is used only when the saver's thread has no call in hand, so calls still apply in
   the order they were made;
 * one caller at a time: a caller in another thread that finds it in use goes to the
-  thread instead of waiting.
+  thread instead of waiting;
+* only while one run is marking: when marks of different runs follow each other closely
+  (several streams at once), they go to the thread, which commits them together (group
+  commit beats one inline commit each as soon as two streams write).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 
 from . import _sqlite_queries as queries
 from ._sqlite_thread import DatabaseThread
+
+CONCURRENT_WITHIN = 0.002
+"""Seconds: a mark for another run this soon after the last one means several streams."""
 
 CHECKPOINT_EVERY = 1000
 """Inline commits between two checkpoint requests (about 1000 WAL frames, as SQLite's
@@ -40,6 +47,8 @@ class InlineMarker:
         self._lock = threading.Lock()
         self._commits = 0
         self._closed = False
+        self._last_run_id = ""
+        self._last_mark_at = 0.0
 
     @classmethod
     def open(cls, path: str, synchronous: str, thread: DatabaseThread) -> InlineMarker:
@@ -58,7 +67,12 @@ class InlineMarker:
 
         Raises `RunConflictError` as the thread would.
         """
-        if self._thread.busy or not self._lock.acquire(blocking=False):
+        now = time.monotonic()
+        streams_at_once = (
+            run_id != self._last_run_id and now - self._last_mark_at < CONCURRENT_WITHIN
+        )
+        self._last_run_id, self._last_mark_at = run_id, now
+        if streams_at_once or self._thread.busy or not self._lock.acquire(blocking=False):
             return None
         try:
             if self._closed:
