@@ -2,12 +2,17 @@
 
     .venv/bin/python bench/stream.py              # no checkpointer, MemorySaver, SqliteSaver
     .venv/bin/python bench/stream.py --postgres   # also PostgresSaver (throwaway server)
+    .venv/bin/python bench/stream.py --instructions   # instruction counts (valgrind)
 
 One task yields 20,000 small partials (the ints 0..19,999) to a consumer's `async for`;
 a bare async generator does the same in the same process. Each column is the median of
 5 runs after a warm-up, in µs per partial, and its ratio to the bare generator. Needs
 only the main dev environment (no peers). A saver missing from this build is reported
 as n/a. Targets: ≤10x bare without a checkpointer, ≤15x with MemorySaver.
+
+Timings on a shared machine move with its load, and the ratios with them (bare and
+tiny-tasks do not slow down alike). `--instructions` counts the instructions each pass
+executes under valgrind's callgrind instead: the same figure whatever the load.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -137,9 +144,58 @@ def _spread(samples: list[float]) -> str:
     return f"{min(samples):.3f}–{max(samples):.3f}"
 
 
+# -- instruction counts (load-independent) ------------------------------------------------
+
+ONE_PASS: dict[str, Opener | None] = {"bare": None, "no checkpointer": no_checkpointer,
+                                      "MemorySaver": memory_saver}
+
+
+async def one_pass(kind: str, n: int) -> None:
+    """Stream `n` partials once the way `kind` does (what `--instructions` counts)."""
+    opener = ONE_PASS[kind]
+    if opener is None:
+        await time_bare(n)
+        return
+    async with opener() as saver:
+        await time_task(n, saver)
+
+
+def instructions(kind: str, n: int) -> int:
+    """Instructions a fresh interpreter executes for `one_pass(kind, n)` (callgrind)."""
+    finished = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         __file__, "--one-pass", kind, str(n)],
+        capture_output=True, text=True, check=True,
+    )
+    found = re.search(r"Collected : (\d+)", finished.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from valgrind:\n{finished.stderr[-500:]}")
+    return int(found.group(1))
+
+
+def count_instructions() -> None:
+    """Instructions per partial: the same passes with and without the 20,000 partials."""
+    print(f"instructions per partial (callgrind, {PARTIALS:,} partials minus none)\n")
+    per_partial = {}
+    for kind in ONE_PASS:
+        per_partial[kind] = (instructions(kind, PARTIALS) - instructions(kind, 0)) / PARTIALS
+        times = per_partial[kind] / per_partial["bare"]
+        print(f"{kind:<18}{per_partial[kind]:>9,.0f}{times:>8.1f}x", flush=True)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres", action="store_true",
                         help="add a PostgresSaver column (starts a throwaway server, or uses "
                              "BENCH_POSTGRES_URL)")
-    asyncio.run(main(parser.parse_args().postgres))
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per partial with valgrind instead of timing: "
+                             "the same on a loaded machine as on an idle one")
+    parser.add_argument("--one-pass", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.one_pass:
+        asyncio.run(one_pass(options.one_pass[0], int(options.one_pass[1])))
+    elif options.instructions:
+        count_instructions()
+    else:
+        asyncio.run(main(options.postgres))
