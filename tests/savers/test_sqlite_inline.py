@@ -115,8 +115,10 @@ async def test_a_mark_made_behind_a_call_in_flight_waits_its_turn(path: Path) ->
 
 
 async def test_marks_of_several_streams_at_once_go_to_the_thread_to_be_grouped(
-    path: Path,
+    path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    ticks = iter(range(10**6))  # a clock that moves 1 µs a mark, however slow the machine
+    monkeypatch.setattr(_sqlite_inline, "clock", lambda: next(ticks) / 1e6)
     streams, marks = 8, 20
     async with SqliteSaver(path) as saver:
         versions = {f"run-{n}": await _created(saver, f"run-{n}") for n in range(streams)}

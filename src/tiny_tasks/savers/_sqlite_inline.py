@@ -33,6 +33,8 @@ from ._sqlite_thread import DatabaseThread
 CONCURRENT_WITHIN = 0.002
 """Seconds: a mark for another run this soon after the last one means several streams."""
 
+clock = time.monotonic  # replaced in tests that need a clock they control
+
 CHECKPOINT_EVERY = 1000
 """Inline commits between two checkpoint requests (about 1000 WAL frames, as SQLite's
 own `wal_autocheckpoint` default)."""
@@ -67,7 +69,7 @@ class InlineMarker:
 
         Raises `RunConflictError` as the thread would.
         """
-        now = time.monotonic()
+        now = clock()
         streams_at_once = (
             run_id != self._last_run_id and now - self._last_mark_at < CONCURRENT_WITHIN
         )
