@@ -156,11 +156,21 @@ class Checkpointer(Protocol):
     A saver that has a `serde` attribute chooses how the engine encodes values.
     """
 
-    def load(self, run_id: str) -> MaybeAwaitable[Checkpoint | None]: ...
+    def load(self, run_id: str) -> MaybeAwaitable[Checkpoint | None]:
+        """The stored checkpoint of `run_id` with all its entries, or `None`."""
+        ...
 
-    def save(self, write: CheckpointWrite, expected_version: int | None) -> MaybeAwaitable[int]: ...
+    def save(self, write: CheckpointWrite, expected_version: int | None) -> MaybeAwaitable[int]:
+        """Apply `write` if the run is at `expected_version`; return the new version.
 
-    def delete(self, run_id: str) -> MaybeAwaitable[None]: ...
+        `expected_version=None` creates the run (version 1). Raises `RunConflictError`
+        if the run exists when creating, or is missing or at another version.
+        """
+        ...
+
+    def delete(self, run_id: str) -> MaybeAwaitable[None]:
+        """Forget `run_id` and its entries; a missing run is not an error."""
+        ...
 
     def list_runs(
         self,
@@ -169,7 +179,9 @@ class Checkpointer(Protocol):
         task_name: str | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> MaybeAwaitable[list[RunInfo]]: ...
+    ) -> MaybeAwaitable[list[RunInfo]]:
+        """Stored runs, newest first, filtered by status and task name, paginated."""
+        ...
 
 
 def check_version(run_id: str, stored: Checkpoint | None, expected_version: int | None) -> None:
