@@ -20,26 +20,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sqlite3
+import sys
 import tempfile
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from tiny_tasks import MemorySaver, interrupt, task
+from tiny_tasks import MemorySaver
 from tiny_tasks.savers import SqliteSaver
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "systems"))
+
+from tiny_tasks_bench import pauser  # the pause/resume workload of bench/run
 
 SIZES = (10, 100, 300)
 RUN_ID = "journal-size"
 INTERRUPTS_ON_DISK = 3000  # per size: enough runs that page slack averages out
-
-
-@task("pauser")
-async def pauser(k: int) -> int:
-    """The pause/resume workload of `bench/run`: pause k times, add up the answers."""
-    total = 0
-    for i in range(k):
-        total += interrupt(i)
-    return total
 
 
 async def run_to_last_pause(saver: Any, k: int, run_id: str = RUN_ID) -> None:
