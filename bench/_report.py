@@ -89,12 +89,11 @@ def ratio(row: Row, ours: dict[tuple[str, str, int], Row]) -> float | None:
     Each median is first divided by the bare generator's speed measured around its
     cell, so that the machine's drift between the two cells does not count.
     """
+    raw = raw_ratio(row, ours)
     mine = ours.get((row.scenario, row.backend, row.requested_size))
-    if row.status != "ok" or mine is None:
-        return None
-    if row.bare > 0 and mine.bare > 0:
-        return (row.median / row.bare) / (mine.median / mine.bare)
-    return row.median / mine.median
+    if raw is None or mine is None or not (row.bare > 0 and mine.bare > 0):
+        return raw
+    return raw * mine.bare / row.bare
 
 
 def _number(value: float) -> str:
