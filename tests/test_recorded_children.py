@@ -51,23 +51,3 @@ async def test_nested_llm_stream_calls_the_model_once_per_stream_in_total() -> N
     second = [event.partial async for event in workflow.resume("yes", **opts)]
     assert second == ["yes", *(f"after-token{n}" for n in range(4))]
     assert calls == ["before", "after"]  # the "before" stream was replayed, not re-run
-
-
-async def test_record_false_children_run_again_on_replay() -> None:
-    calls: list[str] = []
-
-    @task(record=False)
-    async def model(prompt: str):
-        calls.append(prompt)
-        yield f"{prompt}!"
-
-    @task
-    async def agent(_: Any, ctx: TaskContext):
-        async for token, _, _ in model("hello"):
-            yield token
-        yield ctx.interrupt("go on?")
-
-    opts: dict[str, Any] = {"run_id": "r", "checkpointer": MemorySaver()}
-    assert [e.partial async for e in agent(None, **opts)][:-1] == ["hello!"]
-    assert [e.partial async for e in agent.resume("yes", **opts)] == ["yes"]
-    assert calls == ["hello", "hello"]
