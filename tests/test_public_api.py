@@ -28,6 +28,7 @@ REQUIRED = {
     "RetryPolicy",
     "SerializationError",
     "Snapshot",
+    "StorageError",
     "Task",
     "TaskContext",
     "TaskInterrupted",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from ._journal import ChildRecord, Journal, StepRecord, decode_journal, encode_entry, encode_state
 from ._values import Command, Interrupt, Snapshot
@@ -19,6 +19,8 @@ from .errors import (
     NoCheckpointError,
     ReplayMismatchError,
     SerializationError,
+    StorageError,
+    TinyTasksError,
     UnknownInterruptError,
 )
 from .savers.base import Checkpoint, Checkpointer, CheckpointWrite, RunStatus
@@ -80,6 +82,9 @@ class Run:
         self._replayed_children: list[str] = []
         self._paused_on: dict[str, Any] | None = None
         self._state = b""
+        # Set by the first saver call that failed: the run's stored version is unknown
+        # from then on, so nothing more is written to it in this attempt.
+        self.failure: StorageError | None = None
         # Serialises this run's writes, so each names the version the previous one made.
         self.lock = asyncio.Lock()
         # The stream calls `mark_delivered` itself on its hot path: one call per partial.
@@ -106,7 +111,10 @@ class Run:
                 raise NoCheckpointError(self.run_id, "no checkpointer was given")
             self.journal.input = None if given is NO_INPUT else given
             return None
-        stored: Checkpoint | None = await resolve(self.saver.load(self.run_id))
+        try:
+            stored: Checkpoint | None = await resolve(self.saver.load(self.run_id))
+        except Exception as error:
+            self.fail_storage(error, "load")
         if stored is None or stored.status in ("done", "failed"):
             if command is not None:
                 raise NoCheckpointError(self.run_id)
@@ -132,7 +140,10 @@ class Run:
         self.journal.input = value
         entry = self._encode({"k": "input", "v": value}, "the task's input")
         if stored is not None:  # a finished run kept by its saver: start over in its place
-            await resolve(self.saver.delete(self.run_id))  # type: ignore[union-attr]
+            try:
+                await resolve(self.saver.delete(self.run_id))  # type: ignore[union-attr]
+            except Exception as error:
+                self.fail_storage(error, "delete")
         await self.write("running", (entry,), create=True)
 
     async def _answer(self, command: Command, stored: Checkpoint) -> None:
@@ -263,8 +274,13 @@ class Run:
             entries,
         )
         async with self.lock:
+            if self.failure is not None:
+                raise self.failure
             expected = None if create else self.version
-            self.version = await resolve(saver.save(write, expected))
+            try:
+                self.version = await resolve(saver.save(write, expected))
+            except Exception as error:
+                self.fail_storage(error, "save")
 
     async def mark_delivered(self, delivered: int) -> None:
         """Record that the consumer has been given `delivered` partials."""
@@ -274,7 +290,12 @@ class Run:
             await self.write("running")
             return
         async with self.lock:
-            self.version = await resolve(mark(self.run_id, delivered, self.version))
+            if self.failure is not None:
+                raise self.failure
+            try:
+                self.version = await resolve(mark(self.run_id, delivered, self.version))
+            except Exception as error:
+                self.fail_storage(error, "mark_delivered")
 
     async def pause(self, interrupts: list[Interrupt]) -> None:
         """Save the run as paused on `interrupts`."""
@@ -290,7 +311,24 @@ class Run:
     async def forget(self) -> None:
         """Delete the run's checkpoint (it finished or failed)."""
         if self.saver is not None:
-            await resolve(self.saver.delete(self.run_id))
+            try:
+                await resolve(self.saver.delete(self.run_id))
+            except Exception as error:
+                self.fail_storage(error, "delete")
+
+    def fail_storage(self, error: BaseException, operation: str) -> NoReturn:
+        """Re-raise what the saver's `operation` raised, as the caller must see it.
+
+        The saver's own errors (`RunConflictError` and other `TinyTasksError`s) and
+        `BaseException`s such as cancellation pass unchanged. Anything else is a storage
+        failure: it becomes `StorageError`, and the run writes nothing more.
+        """
+        if isinstance(error, TinyTasksError) or not isinstance(error, Exception):
+            raise error
+        if self.failure is None:
+            self.failure = StorageError(self.run_id, operation, error)
+            raise self.failure from error
+        raise self.failure
 
 
 def _positions(sites: Iterable[str]) -> dict[str, str]:

@@ -13,7 +13,7 @@ import asyncio
 import inspect
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 from ._body import Body, async_generator_of, body_result, make_body
 from ._context import Frame, PauseRun, TaskContext, _current, current_frame
@@ -139,6 +139,8 @@ class TaskStream(Generic[Out, P]):
         produced = self._produced = self._produced + 1
         if self._counts:
             run = self._run
+            if run.failure is not None:  # the body went on after a storage error
+                await self._stop_on(run.failure)
             run.delivered = produced
             mark = self._mark
             if mark is None:
@@ -146,13 +148,22 @@ class TaskStream(Generic[Out, P]):
             try:
                 if run.mark_is_async:
                     async with run.lock:
+                        if run.failure is not None:
+                            raise run.failure
                         run.version = await mark(run.run_id, produced, run.version)
                 else:
                     run.version = mark(run.run_id, produced, run.version)
-            except BaseException:
-                await self.aclose()
-                raise
+            except BaseException as error:
+                await self._stop_on(error)
         return _event(Event, (partial, self._snapshot, None))
+
+    async def _stop_on(self, error: BaseException) -> NoReturn:
+        """A per-partial write failed: close the stream, then raise (a driver error as
+        `StorageError`)."""
+        try:
+            self._run.fail_storage(error, "mark_delivered")
+        finally:
+            await self.aclose()
 
     async def _after_body_error(self, error: BaseException) -> Event[P]:
         token = _current.set(self._frame)
@@ -172,14 +183,15 @@ class TaskStream(Generic[Out, P]):
         if not run.saving:
             return
         run.delivered = self._produced
+        if run.failure is not None:  # the body went on after a storage error
+            await self._stop_on(run.failure)
         if not run.each_delivery:
             return  # written along with the run's next write
         if run.mark_sync is not None:
             try:
                 run.version = run.mark_sync(run.run_id, self._produced, run.version)
-            except BaseException:
-                await self.aclose()
-                raise
+            except BaseException as error:
+                await self._stop_on(error)
         else:
             await self._deliver_checkpointed()
 
@@ -331,6 +343,8 @@ class TaskStream(Generic[Out, P]):
             if self._recorded is not None:
                 await run.record_child(self._site, self._recorded, result)
             return
+        if run.failure is not None:  # the body went on after a storage error
+            raise run.failure
         try:
             run.check_fully_replayed()
         except ReplayMismatchError:
@@ -346,6 +360,8 @@ class TaskStream(Generic[Out, P]):
             run.hosts.pop(self, None)
             raise error
         await self._stop_children()
+        if run.failure is not None:  # whatever the body did after it, storage failed
+            raise run.failure
         if _is_pause(error):
             interrupts = run.take_pending()
             if not interrupts:  # the pause was swallowed and re-raised oddly; nothing to save
@@ -394,17 +410,19 @@ class TaskStream(Generic[Out, P]):
         self._state = "closed"
         self._hot = None
         self._run.hosts.pop(self, None)
-        if self._parent is None:
-            await self._stop_children()
-            run = self._run
-            if was_running and run.saving and not run.each_delivery:
-                await run.write("running")  # keep this attempt's delivered count
-        if self._body is not None:
-            token = _current.set(self._frame)
-            try:
-                await self._body.aclose()
-            finally:
-                _current.reset(token)
+        try:
+            if self._parent is None:
+                await self._stop_children()
+                run = self._run
+                if was_running and run.saving and not run.each_delivery and not run.failure:
+                    await run.write("running")  # keep this attempt's delivered count
+        finally:
+            if self._body is not None:
+                token = _current.set(self._frame)
+                try:
+                    await self._body.aclose()
+                finally:
+                    _current.reset(token)
 
 
 def _is_pause(error: BaseException) -> bool:

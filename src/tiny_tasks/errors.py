@@ -21,6 +21,7 @@ __all__ = [
     "RunConflictError",
     "SerializationError",
     "StepFailedError",
+    "StorageError",
     "TaskDefinitionError",
     "TaskInterrupted",
     "TinyTasksError",
@@ -138,6 +139,29 @@ class StepFailedError(TinyTasksError):
         self.site_id = site_id
         self.type_name = type_name
         super().__init__(f"step {site_id!r} failed with {type_name}: {message}")
+
+
+class StorageError(TinyTasksError):
+    """The checkpointer failed (after its own retries); the stored run was left as it was.
+
+    A storage failure is never the task's failure: the engine stops the run without
+    deleting or rewriting what is stored, and the run continues when the task is called
+    again with the same run id once storage is back. `error` is the saver's exception
+    (also the `__cause__`), `operation` the checkpointer method that raised it.
+    """
+
+    def __init__(self, run_id: str, operation: str, error: BaseException) -> None:
+        self.run_id = run_id
+        self.operation = operation
+        self.error = error
+        super().__init__(
+            f"storage failed for run {run_id!r}: the checkpointer's {operation}() raised "
+            f"{type(error).__module__}.{type(error).__qualname__}: {error}. The run was "
+            "stopped and its stored state was neither deleted nor rewritten; once storage "
+            f"is back, call the task again with run_id={run_id!r} to continue it (recorded "
+            "steps are not run again, answers are kept, a paused run reports its "
+            "interrupts again)"
+        )
 
 
 class TaskInterrupted(TinyTasksError):
