@@ -8,24 +8,36 @@ with data-modifying CTEs, and `mark_delivered` is a single UPDATE. Compare-and-s
 `UPDATE ... WHERE version = %s` (or `INSERT ... ON CONFLICT DO NOTHING` to create) and
 a look at the row count. Timestamps come from the server's clock, the one clock all
 workers share.
+
+Transient failures are retried with jittered backoff (`_retry`) on a fresh connection:
+a lost connection (the server restarted, `pg_terminate_backend`, a network reset) and
+a serialization failure or deadlock. A write whose connection was lost may have
+committed before the answer was lost; the retry is then refused by the compare-and-swap,
+and the saver tells "my earlier attempt applied" (the run is at the next version and
+holds exactly this write's fields and, last, its entries) from a real conflict.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 from ..errors import RunConflictError, TinyTasksError
 from ._conflict import conflict_error
 from ._postgres_schema import migrate
+from ._retry import Backoff
 from .base import Checkpoint, CheckpointWrite, RunInfo, RunStatus
 
 if TYPE_CHECKING:
-    from psycopg import AsyncConnection
+    from psycopg import AsyncConnection, AsyncCursor
     from psycopg_pool import AsyncConnectionPool
 
 __all__ = ["PostgresSaver"]
+
+T = TypeVar("T")
 
 _NOW = "extract(epoch FROM statement_timestamp())::float8"
 _MARK_DELIVERED = (
@@ -53,6 +65,7 @@ _UPDATE = (
     " RETURNING run_id, entry_count)," + _APPEND_FROM
 )
 _VERSION = "SELECT version FROM tiny_tasks_runs WHERE run_id = %s"
+_MARKED = "SELECT version, delivered FROM tiny_tasks_runs WHERE run_id = %s"
 _DELETE = (
     "WITH entries AS (DELETE FROM tiny_tasks_entries WHERE run_id = %s)"
     " DELETE FROM tiny_tasks_runs WHERE run_id = %s"
@@ -77,9 +90,18 @@ class PostgresSaver:
     connections save a round trip per call). `serde` is the codec the engine uses for
     this saver's values (`None`: the default).
 
+    `retry_attempts` (default 4) and `retry_max_delay` (default 1.0 s): a call that
+    fails because its connection was lost (`OperationalError` with no SQLSTATE or
+    class 08, or a server shutdown, 57P01-57P03) or with a serialization failure or
+    deadlock (40001, 40P01) is retried this many times on a fresh connection, after a
+    random delay of up to 0.05 s, then 0.1 s, 0.2 s... (at most `retry_max_delay`).
+    `PoolTimeout` is not retried: the pool has already spent its own `timeout`
+    trying to connect.
+
     A saver's pool belongs to the event loop that opened it: use one saver per loop.
 
-    Raises `ImportError` naming the extra to install when psycopg is missing.
+    Raises `ImportError` naming the extra to install when psycopg is missing,
+    `ValueError` for a negative `retry_attempts` or `retry_max_delay`.
     """
 
     def __init__(
@@ -88,6 +110,8 @@ class PostgresSaver:
         *,
         max_size: int = 10,
         serde: Any = None,
+        retry_attempts: int = 4,
+        retry_max_delay: float = 1.0,
     ) -> None:
         try:
             import psycopg  # noqa: F401
@@ -99,6 +123,7 @@ class PostgresSaver:
             ) from error
         self.serde = serde
         """The codec the engine uses for this saver's values (`None`: the default)."""
+        self._backoff = Backoff(retry_attempts, retry_max_delay)
         self._owns_pool = isinstance(conninfo, str)
         if isinstance(conninfo, str):
             self._pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -126,12 +151,20 @@ class PostgresSaver:
         Idempotent and safe to call from several processes at once (an advisory lock
         serialises them). Raises `TinyTasksError` if the database has a newer schema.
         """
-        async with self._connection() as connection:
-            await migrate(connection)
+        backoff = self._backoff
+        for retry in range(backoff.attempts + 1):
+            try:
+                async with self._connection() as connection:
+                    await migrate(connection)
+                return
+            except Exception as error:
+                if retry == backoff.attempts or _transient(error) is None:
+                    raise
+                await self._before_retry(retry + 1, "setup", error)
 
     async def load(self, run_id: str) -> Checkpoint | None:
         """The stored checkpoint of `run_id` with all its entries, or `None`."""
-        row = await self._fetch_one(_LOAD, (run_id,))
+        row, _ = await self._execute("load", _LOAD, (run_id,), _fetch_one)
         if row is None:
             return None
         task_name, status, version, delivered, pending, state, created, updated, entries = row
@@ -166,8 +199,10 @@ class PostgresSaver:
             "expected": expected_version,
         }
         query = _CREATE if expected_version is None else _UPDATE
-        row = await self._fetch_one(query, parameters)
+        row, uncertain = await self._execute("save", query, parameters, _fetch_one)
         if row is None or row[0] != 1:
+            if uncertain and await self._saved_before(write, expected_version):
+                return 1 if expected_version is None else expected_version + 1
             raise await self._conflict(write.run_id, expected_version)
         return 1 if expected_version is None else expected_version + 1
 
@@ -176,25 +211,21 @@ class PostgresSaver:
 
         Raises `RunConflictError` if the run is missing or not at `expected_version`.
         """
-        async with self._connection() as connection:
-            try:
-                cursor = await connection.execute(
-                    _MARK_DELIVERED, (delivered, run_id, expected_version)
-                )
-            except Exception as error:
-                _reraise(error)
-            changed = cursor.rowcount
+        parameters = (delivered, run_id, expected_version)
+        changed, uncertain = await self._execute(
+            "mark_delivered", _MARK_DELIVERED, parameters, _row_count
+        )
         if changed != 1:
+            if uncertain:
+                row, _ = await self._execute("load", _MARKED, (run_id,), _fetch_one)
+                if row is not None and tuple(row) == (expected_version + 1, delivered):
+                    return expected_version + 1
             raise await self._conflict(run_id, expected_version)
         return expected_version + 1
 
     async def delete(self, run_id: str) -> None:
         """Forget `run_id` and its entries (no error if it is not stored)."""
-        async with self._connection() as connection:
-            try:
-                await connection.execute(_DELETE, (run_id, run_id))
-            except Exception as error:
-                _reraise(error)
+        await self._execute("delete", _DELETE, (run_id, run_id), _row_count)
 
     async def list_runs(
         self,
@@ -219,14 +250,8 @@ class PostgresSaver:
             conditions.append("task_name = %s")
             parameters.append(task_name)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        async with self._connection() as connection:
-            try:
-                cursor = await connection.execute(
-                    _LIST.format(where=where), (*parameters, limit, offset)
-                )
-                rows = await cursor.fetchall()
-            except Exception as error:
-                _reraise(error)
+        query, values = _LIST.format(where=where), (*parameters, limit, offset)
+        rows, _ = await self._execute("list_runs", query, values, _fetch_all)
         return [
             RunInfo(
                 run_id,
@@ -271,19 +296,64 @@ class PostgresSaver:
             return _OpeningConnection(self)
         return self._pool.connection()
 
-    async def _fetch_one(self, query: str, parameters: Any) -> tuple[Any, ...] | None:
-        async with self._connection() as connection:
+    async def _execute(
+        self,
+        operation: str,
+        query: str,
+        parameters: Any,
+        outcome: Callable[[AsyncCursor[Any]], Awaitable[T]],
+    ) -> tuple[T, bool]:
+        """Run one statement, retrying transient failures on a fresh connection.
+
+        Returns `outcome(cursor)` and whether an earlier attempt may have been applied
+        (its connection was lost while the statement was in flight).
+        """
+        uncertain = False
+        backoff = self._backoff
+        for retry in range(backoff.attempts + 1):
             try:
-                cursor = await connection.execute(query, parameters)
-                row: tuple[Any, ...] | None = await cursor.fetchone()
+                async with self._connection() as connection:
+                    try:
+                        cursor = await connection.execute(query, parameters)
+                        return await outcome(cursor), uncertain
+                    except Exception as error:
+                        _reraise(error)
             except Exception as error:
-                _reraise(error)
-        return row
+                kind = _transient(error)
+                if retry == backoff.attempts or kind is None:
+                    raise
+                uncertain = uncertain or kind == "connection"
+                await self._before_retry(retry + 1, operation, error)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _before_retry(self, retry: int, operation: str, error: Exception) -> None:
+        if _transient(error) == "connection" and self._opened:
+            # Connections the server dropped are still idle in the pool: discard them
+            # now rather than fail one retry on each of them.
+            with contextlib.suppress(Exception):
+                await self._pool.check()
+        await self._backoff.wait(retry, self, operation, error)
+
+    async def _saved_before(self, write: CheckpointWrite, expected_version: int | None) -> bool:
+        """Whether the run holds `write` applied over `expected_version` (by an attempt
+        whose answer was lost), rather than another worker's write."""
+        stored = await self.load(write.run_id)
+        if stored is None:
+            return False
+        count = len(write.entries)
+        return (
+            stored.version == (1 if expected_version is None else expected_version + 1)
+            and (stored.task_name, stored.status, stored.delivered, stored.pending)
+            == (write.task_name, write.status, write.delivered, write.pending)
+            and stored.state == write.state
+            and (count == 0 or stored.entries[-count:] == write.entries)
+            and (expected_version is not None or stored.entries == write.entries)
+        )
 
     async def _conflict(self, run_id: str, expected_version: int | None) -> RunConflictError:
         if expected_version is None:
             return conflict_error(run_id, 0, None)
-        row = await self._fetch_one(_VERSION, (run_id,))
+        row, _ = await self._execute("load", _VERSION, (run_id,), _fetch_one)
         return conflict_error(run_id, None if row is None else int(row[0]), expected_version)
 
 
@@ -306,6 +376,40 @@ class _OpeningConnection:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self._context.__aexit__(*exc_info)
+
+
+async def _fetch_one(cursor: AsyncCursor[Any]) -> tuple[Any, ...] | None:
+    row: tuple[Any, ...] | None = await cursor.fetchone()
+    return row
+
+
+async def _fetch_all(cursor: AsyncCursor[Any]) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = await cursor.fetchall()
+    return rows
+
+
+async def _row_count(cursor: AsyncCursor[Any]) -> int:
+    return cursor.rowcount
+
+
+_SHUTDOWN_STATES = frozenset({"57P01", "57P02", "57P03"})
+_RETRIED_STATES = frozenset({"40001", "40P01"})
+
+
+def _transient(error: BaseException) -> str | None:
+    """How `error` may be retried: "connection" (lost: a write's outcome is unknown),
+    "rolled back" (serialization failure, deadlock), or `None` (not transient)."""
+    from psycopg import OperationalError
+    from psycopg_pool import PoolTimeout
+
+    if not isinstance(error, OperationalError) or isinstance(error, PoolTimeout):
+        return None
+    state = error.sqlstate
+    if state in _RETRIED_STATES:
+        return "rolled back"
+    if state is None or state.startswith("08") or state in _SHUTDOWN_STATES:
+        return "connection"
+    return None
 
 
 def _reraise(error: Exception) -> NoReturn:

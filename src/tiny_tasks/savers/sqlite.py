@@ -13,18 +13,24 @@ survives power loss too, at several times the cost per write.
 Database work runs on one thread per saver, except the per-partial `mark_delivered` at
 NORMAL or OFF durability, which runs where it is awaited whenever it cannot wait there
 (see `_sqlite_inline`).
+
+A call that finds the database locked past `busy_timeout` is retried with jittered
+backoff (`_retry`). That is safe for writes too: a SQLite commit's outcome is always
+known to the connection that made it, and a failed write was rolled back whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import threading
 import warnings
 from types import TracebackType
 from typing import Any, TypeVar
 
 from . import _sqlite_queries as queries
+from ._retry import Backoff
 from ._sqlite_inline import InlineMarker
 from ._sqlite_schema import SYNCHRONOUS_LEVELS, connect
 from ._sqlite_thread import DatabaseThread, LoopWaker, Work
@@ -43,6 +49,10 @@ class SqliteSaver:
       (tests only: an OS crash can corrupt the file).
     * `busy_timeout`: seconds a write waits for another process's write lock before it
       fails with `sqlite3.OperationalError` ("database is locked").
+    * `retry_attempts` (default 4) and `retry_max_delay` (default 1.0 s): a call that
+      fails with "database is locked" or "busy" is retried this many times, after a
+      random delay of up to 0.05 s, then 0.1 s, 0.2 s... (at most `retry_max_delay`),
+      each retry waiting `busy_timeout` again. Other errors are raised at once.
     * `serde`: the codec the engine uses for this saver's values (`None`: the default).
     * `inline_marks`: at NORMAL or OFF durability, mark streamed partials delivered on
       the event loop when that cannot block it (default `True`; see below).
@@ -60,9 +70,10 @@ class SqliteSaver:
     it is not applied; once started, a write completes. Close the saver with
     `await saver.close()` or `async with`. Do not carry it across `os.fork()`.
 
-    Raises `ValueError` for an unknown `synchronous` level, a negative `busy_timeout`
-    or an in-memory path (each connection would see its own database: use
-    `MemorySaver`). Errors opening the file are raised by the first awaited call.
+    Raises `ValueError` for an unknown `synchronous` level, a negative `busy_timeout`,
+    `retry_attempts` or `retry_max_delay`, or an in-memory path (each connection would
+    see its own database: use `MemorySaver`). Errors opening the file are raised by the
+    first awaited call.
     """
 
     def __init__(
@@ -73,6 +84,8 @@ class SqliteSaver:
         busy_timeout: float = 5.0,
         serde: Any = None,
         inline_marks: bool = True,
+        retry_attempts: int = 4,
+        retry_max_delay: float = 1.0,
     ) -> None:
         self.path = os.fspath(path)
         self.synchronous = synchronous.upper()
@@ -85,6 +98,7 @@ class SqliteSaver:
             )
         if busy_timeout < 0:
             raise ValueError(f"busy_timeout must be >= 0 seconds, not {busy_timeout!r}")
+        self._backoff = Backoff(retry_attempts, retry_max_delay)
         if self.path == ":memory:" or self.path.startswith("file::memory:") or not self.path:
             raise ValueError(
                 "SqliteSaver needs a file path; an in-memory SQLite database is private to "
@@ -107,11 +121,14 @@ class SqliteSaver:
         Raises `sqlite3.Error` if the file cannot be opened, `TinyTasksError` if it was
         written by a newer tiny-tasks.
         """
-        await self._call(queries.ping, (), writes=False)
+        await self._retrying("setup", queries.ping, (), writes=False)
 
     async def load(self, run_id: str) -> Checkpoint | None:
         """The stored checkpoint of `run_id` with all its entries, or `None`."""
-        result: Checkpoint | None = await self._call(queries.load, (run_id,), writes=False)
+        try:
+            result: Checkpoint | None = await self._call(queries.load, (run_id,), writes=False)
+        except sqlite3.OperationalError as error:
+            result = await self._retry(error, "load", queries.load, (run_id,), writes=False)
         return result
 
     async def save(self, write: CheckpointWrite, expected_version: int | None) -> int:
@@ -120,10 +137,11 @@ class SqliteSaver:
         `expected_version=None` creates the run. Raises `RunConflictError` if the run
         exists (when creating) or is not at `expected_version`.
         """
-        pending = queries.encode_pending(write.pending)
-        version: int = await self._call(
-            queries.save, (write, pending, expected_version), writes=True
-        )
+        args = (write, queries.encode_pending(write.pending), expected_version)
+        try:
+            version: int = await self._call(queries.save, args, writes=True)
+        except sqlite3.OperationalError as error:
+            version = await self._retry(error, "save", queries.save, args, writes=True)
         return version
 
     async def mark_delivered(self, run_id: str, delivered: int, expected_version: int) -> int:
@@ -138,9 +156,12 @@ class SqliteSaver:
                 return done
         elif self._inline_wanted:
             self._open_inline()  # for the next marks; this one keeps its place in line
-        version: int = await self._call(
-            queries.mark_delivered, (run_id, delivered, expected_version), writes=True
-        )
+        args = (run_id, delivered, expected_version)
+        try:
+            version: int = await self._call(queries.mark_delivered, args, writes=True)
+        except sqlite3.OperationalError as error:
+            work = queries.mark_delivered
+            version = await self._retry(error, "mark_delivered", work, args, writes=True)
         return version
 
     def _open_inline(self) -> None:
@@ -162,7 +183,7 @@ class SqliteSaver:
 
     async def delete(self, run_id: str) -> None:
         """Forget `run_id` and its entries (no error if it is not stored)."""
-        await self._call(queries.delete, (run_id,), writes=True)
+        await self._retrying("delete", queries.delete, (run_id,), writes=True)
 
     async def list_runs(
         self,
@@ -178,8 +199,8 @@ class SqliteSaver:
         """
         if limit < 0 or offset < 0:
             raise ValueError(f"limit and offset must be >= 0, not {limit} and {offset}")
-        runs: list[RunInfo] = await self._call(
-            queries.list_runs, (status, task_name, limit, offset), writes=False
+        runs: list[RunInfo] = await self._retrying(
+            "list_runs", queries.list_runs, (status, task_name, limit, offset), writes=False
         )
         return runs
 
@@ -236,6 +257,35 @@ class SqliteSaver:
             current = None
         self._close_wakers(current)
 
+    async def _retrying(
+        self, operation: str, work: Work, args: tuple[Any, ...], *, writes: bool
+    ) -> Any:
+        try:
+            return await self._call(work, args, writes=writes)
+        except sqlite3.OperationalError as error:
+            return await self._retry(error, operation, work, args, writes=writes)
+
+    async def _retry(
+        self,
+        error: sqlite3.OperationalError,
+        operation: str,
+        work: Work,
+        args: tuple[Any, ...],
+        *,
+        writes: bool,
+    ) -> Any:
+        """Call `work` again while it fails because the database is locked (or busy)."""
+        backoff = self._backoff
+        for retry in range(1, backoff.attempts + 1):
+            if not _is_locked(error):
+                break
+            await backoff.wait(retry, self, operation, error)
+            try:
+                return await self._call(work, args, writes=writes)
+            except sqlite3.OperationalError as again:
+                error = again
+        raise error
+
     def _call(self, work: Work, args: tuple[Any, ...], *, writes: bool) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         waker = self._wakers.get(loop) or self._waker(loop)
@@ -274,3 +324,11 @@ class SqliteSaver:
                     loop.call_soon_threadsafe(waker.close)
                 except RuntimeError:  # closed meanwhile
                     waker.close()
+
+
+def _is_locked(error: sqlite3.OperationalError) -> bool:
+    """Whether `error` is SQLite's "database is locked" or "busy": worth a retry."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is None:  # raised by Python, not by SQLite
+        return False
+    return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
