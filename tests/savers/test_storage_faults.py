@@ -1,0 +1,330 @@
+"""Storage faults: a failing saver never deletes or rewrites a run, and the run continues.
+
+On every saver kind: a wrapper that fails calls (before they apply, or after, with the
+answer lost), driven to completion by calling again after each `StorageError`. On
+SQLite and PostgreSQL: real faults (another connection holding the write lock, killed
+server backends, a stopped server) that the savers retry or report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faulty_saver import FaultySaver, faulty
+from saver_kinds import SAVER_KINDS, make_saver
+
+from tiny_tasks import (
+    Command,
+    Interrupt,
+    MemorySaver,
+    NoCheckpointError,
+    StorageError,
+    TaskInterrupted,
+    interrupt,
+    step,
+    task,
+)
+from tiny_tasks._run import resolve
+
+# -- a program with every effect: partials, steps, children, a gather, interrupts --------
+
+
+class Program:
+    """One run of `job`, with its step executions counted and checked."""
+
+    def __init__(self, saver: FaultySaver | None = None) -> None:
+        self.saver = saver
+        self.executions: Counter[str] = Counter()
+
+        @step
+        async def record(name: str) -> str:
+            # No recorded step ever runs twice: its stored record would have been replayed.
+            if self.saver is not None:
+                assert f"done {name}" not in self.saver.applied_steps, f"{name} ran twice"
+            self.executions[name] += 1
+            return f"done {name}"
+
+        @task("leaf")
+        async def leaf(name: str) -> str:
+            return await record(name)
+
+        @task("streamer")
+        async def streamer(name: str):
+            yield f"{name} starts"
+            yield await record(name)
+
+        @task("job")
+        async def job(rounds: int):
+            for i in range(rounds):
+                yield f"round {i}"
+                yield await record(f"step {i}")
+                async for partial, _, _ in streamer(f"child {i}"):
+                    yield partial
+            first = interrupt("first?")
+            yield f"first answer {first}"
+            yield await leaf.invoke("invoked child")
+            pair = await asyncio.gather(leaf.invoke("left"), leaf.invoke("right"))
+            yield f"gathered {pair}"
+            second = interrupt("second?")
+            yield f"second answer {second}"
+            yield await record("last")
+
+        self.job = job
+
+
+ANSWERS = {"first?": "yes", "second?": "no"}
+
+
+async def drive(program: Program, checkpointer: Any, run_id: str) -> tuple[list[Any], int]:
+    """Call, answer and call again after every storage error until the run is done.
+
+    Returns every partial the consumer was given, in order, and the storage errors met.
+    """
+    partials: list[Any] = []
+    given: Any = 3
+    errors = 0
+    for _ in range(500):
+        stream = program.job(given, run_id=run_id, checkpointer=checkpointer)
+        interrupts: list[Interrupt] = []
+        try:
+            async for partial, _, pending in stream:
+                if pending is None:
+                    partials.append(partial)
+                else:
+                    interrupts.append(pending)
+        except StorageError as error:
+            assert error.run_id == run_id
+            assert isinstance(error.__cause__, ConnectionError)
+            assert error.error is error.__cause__
+            errors += 1
+            continue  # the same call again: continues the stored run
+        except NoCheckpointError as error:
+            # A resume whose answer was stored before its answer was lost: the run is
+            # running again, so it is continued by calling the task.
+            assert isinstance(given, Command)
+            assert "the run is running, not paused" in str(error)
+            given = 3
+            continue
+        if not interrupts:
+            assert stream.result is None
+            return partials, errors
+        given = Command(resume=ANSWERS[interrupts[0].value])
+    raise AssertionError("the run did not finish in 500 calls")
+
+
+async def fault_free() -> tuple[list[Any], Counter[str]]:
+    program = Program()
+    partials, errors = await drive(program, MemorySaver(), "reference")
+    assert errors == 0
+    return partials, program.executions
+
+
+@pytest.mark.parametrize("every", range(2, 8))
+@pytest.mark.parametrize("kind", SAVER_KINDS)
+async def test_a_run_through_every_kth_call_failing_ends_as_a_fault_free_run(
+    kind: str, every: int, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    expected_partials, expected_executions = await fault_free()
+    assert len(expected_partials) == 17
+    assert set(expected_executions.values()) == {1}
+    inner = await make_saver(kind, request, tmp_path)
+    try:
+        saver = faulty(inner, every)
+        program = Program(saver)
+        partials, errors = await drive(program, saver, f"faults-{every}")
+        assert await resolve(inner.load(f"faults-{every}")) is None  # finished and deleted
+    finally:
+        if hasattr(inner, "close"):
+            await inner.close()
+
+    assert errors == len(saver.faults) > 0
+    # A partial whose delivery was stored but whose answer was lost is skipped: never twice.
+    lost = set(saver.lost_positions)
+    assert partials == [p for i, p in enumerate(expected_partials, 1) if i not in lost]
+    # Every step ran; a step ran again only if its result was never stored (the record
+    # was lost, or the run stopped before writing it). "ran twice" is asserted in it.
+    assert set(program.executions) == set(expected_executions)
+    assert saver.applied_steps == {f"done {name}" for name in expected_executions}
+
+
+# -- the engine: what a storage error does to a run --------------------------------------
+
+
+class BrokenSaver(MemorySaver):
+    """A `MemorySaver` whose `broken` method raises `OSError` while `failing` is set;
+    counts every call."""
+
+    def __init__(self, broken: str) -> None:
+        super().__init__()
+        self.broken = broken
+        self.failing = False
+        self.log: list[str] = []
+
+    def _check(self, method: str) -> None:
+        self.log.append(method)
+        if self.failing and method == self.broken:
+            raise OSError("disk unplugged")
+
+    def load(self, run_id: str) -> Any:
+        self._check("load")
+        return super().load(run_id)
+
+    def save(self, write: Any, expected_version: int | None) -> int:
+        self._check("save")
+        return super().save(write, expected_version)
+
+    def mark_delivered(self, run_id: str, delivered: int, expected_version: int) -> int:
+        self._check("mark_delivered")
+        return super().mark_delivered(run_id, delivered, expected_version)
+
+    def delete(self, run_id: str) -> None:
+        self._check("delete")
+        super().delete(run_id)
+
+
+def storage_error_message(operation: str) -> str:
+    return (
+        f"storage failed for run 'r1': the checkpointer's {operation}() raised "
+        "builtins.OSError: disk unplugged. The run was stopped and its stored state was "
+        "neither deleted nor rewritten; once storage is back, call the task again with "
+        "run_id='r1' to continue it (recorded steps are not run again, answers are kept, "
+        "a paused run reports its interrupts again)"
+    )
+
+
+async def test_a_failed_step_write_stops_the_run_and_keeps_it_for_a_later_call() -> None:
+    saver = BrokenSaver("save")
+    charged: list[int] = []
+    closed: list[str] = []
+
+    @step
+    async def charge(amount: int) -> int:
+        charged.append(amount)
+        if len(charged) == 2:
+            saver.failing = True  # storage goes away while the second charge runs
+        return amount
+
+    @task("pay")
+    async def pay(_: Any):
+        try:
+            yield await charge(10)
+            answer = interrupt("ship?")
+            yield await charge(20)
+            yield f"shipped: {answer}"
+        finally:
+            closed.append("finally")
+
+    with pytest.raises(TaskInterrupted):
+        await pay.invoke(None, run_id="r1", checkpointer=saver)
+    before = saver.load("r1")
+    saver.log.clear()
+
+    with pytest.raises(StorageError) as caught:
+        await pay.invoke(Command(resume="yes"), run_id="r1", checkpointer=saver)
+
+    error = caught.value
+    assert str(error) == storage_error_message("save")
+    assert (error.run_id, error.operation) == ("r1", "save")
+    assert isinstance(error.error, OSError)
+    assert error.__cause__ is error.error
+    assert closed == ["finally", "finally"]  # the pause, then the storage error
+    # The answer was stored, the failed write was not retried, nothing was deleted.
+    assert saver.log == ["load", "save", "save"]
+    stored = saver.load("r1")
+    assert stored is not None
+    assert (stored.status, stored.version) == ("running", before.version + 1)
+    assert stored.entries[:-1] == before.entries  # and the answer after them
+    assert charged == [10, 20]
+
+    saver.failing = False
+    assert await pay.invoke(None, run_id="r1", checkpointer=saver) is None
+    assert charged == [10, 20, 20]  # the charge whose result was lost runs again, once
+    assert saver.load("r1") is None
+
+
+async def test_a_body_that_swallows_the_storage_error_writes_nothing_more() -> None:
+    saver = BrokenSaver("save")
+    ran: list[str] = []
+
+    @step
+    async def work(name: str) -> str:
+        ran.append(name)
+        saver.failing = name == "b"
+        return name
+
+    @task("careless")
+    async def careless(_: Any):
+        yield await work("a")
+        try:
+            await work("b")
+        except Exception as error:  # user code that hides every error
+            yield f"ignored {type(error).__name__}"
+        yield await work("c")
+
+    partials: list[Any] = []
+    with pytest.raises(StorageError, match="the checkpointer's save\\(\\) raised"):
+        async for partial, _, _ in careless(None, run_id="r1", checkpointer=saver):
+            partials.append(partial)
+    assert partials == ["a"]  # the body's next partial was refused: its delivery cannot be kept
+    assert saver.log == ["load", "save", "save", "mark_delivered", "save"]
+    assert ran == ["a", "b"]
+    stored = saver.load("r1")
+    assert stored is not None
+    assert (stored.status, stored.delivered, len(stored.entries)) == ("running", 1, 2)
+
+
+@pytest.mark.parametrize("broken", ["load", "mark_delivered", "delete"])
+async def test_every_saver_call_that_fails_is_a_storage_error_that_keeps_the_run(
+    broken: str,
+) -> None:
+    saver = BrokenSaver(broken)
+    closed: list[int] = []
+
+    @task("two")
+    async def two(_: Any):
+        try:
+            yield 1
+            yield 2
+        finally:
+            closed.append(1)
+
+    stream = two(None, run_id="r1", checkpointer=saver)
+    partials = [(await anext(stream)).partial]
+    saver.failing = True
+    with pytest.raises(StorageError) as caught:
+        if broken == "load":
+            await two.invoke(None, run_id="r1", checkpointer=saver)
+        else:
+            async for event in stream:
+                partials.append(event.partial)
+    assert str(caught.value) == storage_error_message(broken)
+    assert partials == ([1] if broken != "delete" else [1, 2])
+    assert closed == ([] if broken == "load" else [1])
+    stored = MemorySaver.load(saver, "r1")
+    assert stored is not None
+    assert (stored.status, stored.delivered) == ("running", partials[-1])
+
+    saver.failing = False
+    partials = [event.partial async for event in two(None, run_id="r1", checkpointer=saver)]
+    assert partials == ([2] if broken != "delete" else [])  # exactly once in total
+    assert MemorySaver.load(saver, "r1") is None
+    if broken == "load":
+        await stream.aclose()
+
+
+async def test_the_tasks_own_exception_is_never_wrapped_and_ends_the_run() -> None:
+    saver = BrokenSaver("save")
+
+    @task("fails")
+    async def fails(_: Any):
+        yield 1
+        raise OSError("the task's own")
+
+    with pytest.raises(OSError, match="^the task's own$"):
+        await fails.invoke(None, run_id="r1", checkpointer=saver)
+    assert saver.load("r1") is None
