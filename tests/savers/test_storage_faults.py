@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from tiny_tasks import (
     task,
 )
 from tiny_tasks._run import resolve
+from tiny_tasks.savers import SqliteSaver
 
 # -- a program with every effect: partials, steps, children, a gather, interrupts --------
 
@@ -328,3 +330,111 @@ async def test_the_tasks_own_exception_is_never_wrapped_and_ends_the_run() -> No
     with pytest.raises(OSError, match="^the task's own$"):
         await fails.invoke(None, run_id="r1", checkpointer=saver)
     assert saver.load("r1") is None
+
+
+# -- SQLite: another connection holds the write lock ------------------------------------
+
+
+class OnRetry(logging.Handler):
+    """Counts the savers' retry warnings; calls `action` on the first one."""
+
+    def __init__(self, action: Any = None) -> None:
+        super().__init__()
+        self.action = action
+        self.retries: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.retries.append(record.getMessage())
+        if self.action is not None and len(self.retries) == 1:
+            self.action()
+
+
+@pytest.fixture
+def on_retry() -> Any:
+    handlers: list[OnRetry] = []
+    logger = logging.getLogger("tiny_tasks.savers")
+
+    def install(action: Any = None) -> OnRetry:
+        handler = OnRetry(action)
+        logger.addHandler(handler)
+        handlers.append(handler)
+        return handler
+
+    yield install
+    for handler in handlers:
+        logger.removeHandler(handler)
+
+
+def locking_task(holder: sqlite3.Connection, saver: Any, seen: dict[str, Any]) -> Any:
+    """A task whose second step takes the write lock on `holder` before its result is
+    written; `seen["before"]` is the stored run just before."""
+    ran: Counter[str] = Counter()
+
+    @step
+    async def work(name: str) -> str:
+        ran[name] += 1
+        if name == "second" and "before" not in seen:
+            seen["before"] = await saver.load("locked")
+            holder.execute("BEGIN IMMEDIATE")
+        return name
+
+    @task("locker")
+    async def locker(_: Any):
+        yield await work("first")
+        yield await work("second")
+        yield await work("third")
+
+    seen["ran"] = ran
+    return locker
+
+
+async def test_sqlite_a_lock_released_within_the_retries_costs_nothing(
+    tmp_path: Path, on_retry: Any
+) -> None:
+    path = tmp_path / "runs.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    retries = on_retry(lambda: holder.execute("COMMIT"))
+    seen: dict[str, Any] = {}
+    async with SqliteSaver(path, busy_timeout=0.02, retry_attempts=4) as saver:
+        locker = locking_task(holder, saver, seen)
+        partials = [e.partial async for e in locker(None, run_id="locked", checkpointer=saver)]
+        assert await saver.load("locked") is None
+    holder.close()
+    assert partials == ["first", "second", "third"]
+    assert seen["ran"] == {"first": 1, "second": 1, "third": 1}
+    assert len(retries.retries) == 1
+    assert "save failed with OperationalError: database is locked; retry 1 of 4" in (
+        retries.retries[0]
+    )
+
+
+async def test_sqlite_a_lock_held_past_the_retries_stops_the_run_and_keeps_it(
+    tmp_path: Path, on_retry: Any
+) -> None:
+    path = tmp_path / "runs.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    retries = on_retry()
+    seen: dict[str, Any] = {}
+    async with SqliteSaver(path, busy_timeout=0.02, retry_attempts=2) as saver:
+        locker = locking_task(holder, saver, seen)
+        partials: list[Any] = []
+        with pytest.raises(StorageError) as caught:
+            async for event in locker(None, run_id="locked", checkpointer=saver):
+                partials.append(event.partial)
+        assert str(caught.value).startswith(
+            "storage failed for run 'locked': the checkpointer's save() raised "
+            "sqlite3.OperationalError: database is locked. The run was stopped"
+        )
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+        assert len(retries.retries) == 2
+        assert await saver.load("locked") == seen["before"]  # not a byte changed
+        assert seen["before"].status == "running"
+        assert len(seen["before"].entries) == 2  # the input, the first step
+
+        holder.execute("COMMIT")
+        partials += [e.partial async for e in locker(None, run_id="locked", checkpointer=saver)]
+        assert await saver.load("locked") is None
+    holder.close()
+    assert partials == ["first", "second", "third"]
+    # The first step's result was stored: it is not run again. The second one's was not.
+    assert seen["ran"] == {"first": 1, "second": 2, "third": 1}
