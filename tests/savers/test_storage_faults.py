@@ -15,8 +15,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from faulty_saver import FaultySaver, faulty
+from postgres_server import PostgresServer
+from psycopg_pool import AsyncConnectionPool
 from saver_kinds import SAVER_KINDS, make_saver
 
 from tiny_tasks import (
@@ -31,7 +34,7 @@ from tiny_tasks import (
     task,
 )
 from tiny_tasks._run import resolve
-from tiny_tasks.savers import SqliteSaver
+from tiny_tasks.savers import PostgresSaver, SqliteSaver
 
 # -- a program with every effect: partials, steps, children, a gather, interrupts --------
 
@@ -438,3 +441,129 @@ async def test_sqlite_a_lock_held_past_the_retries_stops_the_run_and_keeps_it(
     assert partials == ["first", "second", "third"]
     # The first step's result was stored: it is not run again. The second one's was not.
     assert seen["ran"] == {"first": 1, "second": 2, "third": 1}
+
+
+# -- PostgreSQL: killed backends, a stopped server --------------------------------------
+
+_OTHERS = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+
+
+def three_steps(between: Any) -> tuple[Any, Counter[str]]:
+    """A task of three steps; `await between()` runs inside the second one."""
+    ran: Counter[str] = Counter()
+
+    @step
+    async def work(name: str) -> str:
+        ran[name] += 1
+        if name == "second" and ran[name] == 1:
+            await between()
+        return name
+
+    @task("three")
+    async def three(_: Any):
+        yield await work("first")
+        yield await work("second")
+        yield await work("third")
+
+    return three, ran
+
+
+async def test_postgres_backends_killed_between_two_steps_are_replaced(
+    postgres_dsn: str, on_retry: Any
+) -> None:
+    retries = on_retry()
+    async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as admin:
+
+        async def kill_the_savers_connections() -> None:
+            cursor = await admin.execute(_OTHERS)
+            killed.extend(row[0] for row in await cursor.fetchall())
+
+        killed: list[bool] = []
+        three, ran = three_steps(kill_the_savers_connections)
+        async with PostgresSaver(postgres_dsn) as saver:
+            await saver.setup()
+            opts: dict[str, Any] = {"run_id": "killed", "checkpointer": saver}
+            partials = [event.partial async for event in three(None, **opts)]
+            assert await saver.load("killed") is None
+    assert killed and all(killed)
+    assert partials == ["first", "second", "third"]
+    assert ran == {"first": 1, "second": 1, "third": 1}
+    assert len(retries.retries) == 1
+    assert "save failed with" in retries.retries[0]
+
+
+async def test_postgres_a_backend_killed_while_its_write_waits_is_retried_once(
+    postgres_dsn: str, on_retry: Any
+) -> None:
+    retries = on_retry()
+    async with (
+        await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as admin,
+        await psycopg.AsyncConnection.connect(postgres_dsn) as blocker,
+    ):
+
+        async def block_the_row() -> None:
+            await blocker.execute(
+                "SELECT 1 FROM tiny_tasks_runs WHERE run_id = 'in-flight' FOR UPDATE"
+            )
+
+        three, ran = three_steps(block_the_row)
+        async with PostgresSaver(postgres_dsn) as saver:
+            await saver.setup()
+            opts: dict[str, Any] = {"run_id": "in-flight", "checkpointer": saver}
+            running = asyncio.create_task(three.invoke(None, **opts))
+            waiting: list[tuple[Any, ...]] = []
+            while not waiting:  # the step's write is in flight, waiting for the row lock
+                await asyncio.sleep(0.01)
+                cursor = await admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE 'WITH changed AS (UPDATE%%'"
+                )
+                waiting = await cursor.fetchall()
+            await admin.execute("SELECT pg_terminate_backend(%s)", (waiting[0][0],))
+            await blocker.rollback()
+            assert await running is None
+            assert await saver.load("in-flight") is None
+    assert ran == {"first": 1, "second": 1, "third": 1}
+    assert len(retries.retries) == 1
+    assert "save failed with AdminShutdown" in retries.retries[0]
+
+
+async def test_postgres_a_stopped_server_stops_the_run_and_keeps_it(
+    on_retry: Any,
+) -> None:
+    retries = on_retry()
+    with PostgresServer() as server:
+        dsn = server.create_database("stopped")
+        seen: dict[str, Any] = {}
+
+        async def stop_the_server() -> None:
+            seen["before"] = await saver.load("stopped")
+            await asyncio.to_thread(server.stop)
+
+        three, ran = three_steps(stop_the_server)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            dsn, open=False, timeout=1, kwargs={"autocommit": True}
+        )
+        await pool.open(wait=True)
+        async with pool, PostgresSaver(pool, retry_attempts=2) as saver:
+            await saver.setup()
+            partials: list[Any] = []
+            with pytest.raises(StorageError) as caught:
+                async for event in three(None, run_id="stopped", checkpointer=saver):
+                    partials.append(event.partial)
+        assert caught.value.operation == "save"
+        assert isinstance(caught.value.error, psycopg.OperationalError)
+
+        server.start()
+        async with PostgresSaver(dsn) as restarted:
+            assert await restarted.load("stopped") == seen["before"]
+            assert seen["before"].status == "running"
+            opts: dict[str, Any] = {"run_id": "stopped", "checkpointer": restarted}
+            partials += [event.partial async for event in three(None, **opts)]
+            assert await restarted.load("stopped") is None
+    assert partials == ["first", "second", "third"]
+    assert ran == {"first": 1, "second": 2, "third": 1}
+    assert len(retries.retries) == 1  # the lost connection; the pool's timeout is final
