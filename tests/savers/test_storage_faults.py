@@ -9,6 +9,7 @@ server backends, a stopped server) that the savers retry or report.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections import Counter
@@ -34,6 +35,8 @@ from tiny_tasks import (
     task,
 )
 from tiny_tasks._run import resolve
+from tiny_tasks.errors import RunConflictError
+from tiny_tasks.savers.base import CheckpointWrite
 from tiny_tasks.savers import PostgresSaver, SqliteSaver
 
 # -- a program with every effect: partials, steps, children, a gather, interrupts --------
@@ -567,3 +570,83 @@ async def test_postgres_a_stopped_server_stops_the_run_and_keeps_it(
     assert partials == ["first", "second", "third"]
     assert ran == {"first": 1, "second": 2, "third": 1}
     assert len(retries.retries) == 1  # the lost connection; the pool's timeout is final
+
+
+class LosingPool:
+    """A pool that fails the next statement with a lost connection: after running it on
+    the server (`lose`: its answer is lost between COMMIT and reply), or after running
+    `instead` (another worker's write; the statement itself never arrived)."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self.pool = pool
+        self.name = "losing"
+        self.lose = False
+        self.instead: Any = None
+
+    async def check(self) -> None:
+        await self.pool.check()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> Any:
+        if not (self.lose or self.instead):
+            async with self.pool.connection() as connection:
+                yield connection
+            return
+        yield self
+
+    async def execute(self, query: Any, parameters: Any) -> Any:
+        if self.lose:
+            async with self.pool.connection() as connection:
+                await connection.execute(query, parameters)
+        else:
+            await self.instead()
+        self.lose, self.instead = False, None
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+
+def _write(*entries: bytes, delivered: int = 0) -> CheckpointWrite:
+    return CheckpointWrite("lost", "task", "running", delivered, (), b"state", entries)
+
+
+async def test_postgres_a_write_whose_answer_was_lost_is_not_applied_twice(
+    postgres_dsn: str, on_retry: Any
+) -> None:
+    retries = on_retry()
+    async with AsyncConnectionPool(postgres_dsn, kwargs={"autocommit": True}) as pool:
+        losing = LosingPool(pool)
+        saver = PostgresSaver(losing)  # type: ignore[arg-type]
+        other = PostgresSaver(pool)
+        await saver.setup()
+        losing.lose = True
+        assert await saver.save(_write(b"input"), None) == 1
+        losing.lose = True
+        assert await saver.save(_write(b"step"), 1) == 2
+        losing.lose = True
+        assert await saver.mark_delivered("lost", 1, 2) == 3
+        stored = await saver.load("lost")
+        assert stored is not None
+        assert (stored.version, stored.delivered, stored.entries) == (3, 1, (b"input", b"step"))
+
+        # The statement never arrived, and another worker wrote the run meanwhile.
+        async def their_write() -> None:
+            await other.save(_write(b"theirs", delivered=1), 3)
+
+        losing.instead = their_write
+        with pytest.raises(RunConflictError, match="it is at version 4, this worker read version 3"):
+            await saver.save(_write(b"mine", delivered=1), 3)
+
+        async def their_mark() -> None:
+            await other.mark_delivered("lost", 5, 4)
+
+        losing.instead = their_mark
+        with pytest.raises(RunConflictError, match="it is at version 5, this worker read version 4"):
+            await saver.mark_delivered("lost", 2, 4)
+        stored = await saver.load("lost")
+        assert stored is not None
+        assert (stored.version, stored.delivered) == (5, 5)
+        assert stored.entries == (b"input", b"step", b"theirs")
+
+        losing.lose = True
+        await saver.delete("lost")
+        assert await saver.load("lost") is None
+    assert len(retries.retries) == 6
