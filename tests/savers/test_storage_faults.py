@@ -36,8 +36,8 @@ from tiny_tasks import (
 )
 from tiny_tasks._run import resolve
 from tiny_tasks.errors import RunConflictError
-from tiny_tasks.savers.base import CheckpointWrite
 from tiny_tasks.savers import PostgresSaver, SqliteSaver
+from tiny_tasks.savers.base import CheckpointWrite
 
 # -- a program with every effect: partials, steps, children, a gather, interrupts --------
 
@@ -88,6 +88,12 @@ class Program:
 ANSWERS = {"first?": "yes", "second?": "no"}
 
 
+async def consume(stream: Any, partials: list[Any]) -> None:
+    """Append the stream's partials to `partials` as they arrive (kept if it raises)."""
+    async for event in stream:
+        partials.append(event.partial)
+
+
 async def drive(program: Program, checkpointer: Any, run_id: str) -> tuple[list[Any], int]:
     """Call, answer and call again after every storage error until the run is done.
 
@@ -106,16 +112,16 @@ async def drive(program: Program, checkpointer: Any, run_id: str) -> tuple[list[
                 else:
                     interrupts.append(pending)
         except StorageError as error:
-            assert error.run_id == run_id
-            assert isinstance(error.__cause__, ConnectionError)
-            assert error.error is error.__cause__
             errors += 1
+            wrong = error.run_id != run_id or not isinstance(error.error, ConnectionError)
+            if wrong or error.__cause__ is not error.error:
+                raise
             continue  # the same call again: continues the stored run
         except NoCheckpointError as error:
             # A resume whose answer was stored before its answer was lost: the run is
             # running again, so it is continued by calling the task.
-            assert isinstance(given, Command)
-            assert "the run is running, not paused" in str(error)
+            if not isinstance(given, Command) or "is running, not paused" not in str(error):
+                raise
             given = 3
             continue
         if not interrupts:
@@ -275,9 +281,8 @@ async def test_a_body_that_swallows_the_storage_error_writes_nothing_more() -> N
         yield await work("c")
 
     partials: list[Any] = []
-    with pytest.raises(StorageError, match="the checkpointer's save\\(\\) raised"):
-        async for partial, _, _ in careless(None, run_id="r1", checkpointer=saver):
-            partials.append(partial)
+    with pytest.raises(StorageError, match=r"the checkpointer's save\(\) raised"):
+        await consume(careless(None, run_id="r1", checkpointer=saver), partials)
     assert partials == ["a"]  # the body's next partial was refused: its delivery cannot be kept
     assert saver.log == ["load", "save", "save", "mark_delivered", "save"]
     assert ran == ["a", "b"]
@@ -305,11 +310,11 @@ async def test_every_saver_call_that_fails_is_a_storage_error_that_keeps_the_run
     partials = [(await anext(stream)).partial]
     saver.failing = True
     with pytest.raises(StorageError) as caught:
-        if broken == "load":
-            await two.invoke(None, run_id="r1", checkpointer=saver)
-        else:
-            async for event in stream:
-                partials.append(event.partial)
+        await (
+            two.invoke(None, run_id="r1", checkpointer=saver)
+            if broken == "load"
+            else consume(stream, partials)
+        )
     assert str(caught.value) == storage_error_message(broken)
     assert partials == ([1] if broken != "delete" else [1, 2])
     assert closed == ([] if broken == "load" else [1])
@@ -333,7 +338,7 @@ async def test_the_tasks_own_exception_is_never_wrapped_and_ends_the_run() -> No
         yield 1
         raise OSError("the task's own")
 
-    with pytest.raises(OSError, match="^the task's own$"):
+    with pytest.raises(OSError, match=r"^the task's own$"):
         await fails.invoke(None, run_id="r1", checkpointer=saver)
     assert saver.load("r1") is None
 
@@ -409,8 +414,9 @@ async def test_sqlite_a_lock_released_within_the_retries_costs_nothing(
     assert partials == ["first", "second", "third"]
     assert seen["ran"] == {"first": 1, "second": 1, "third": 1}
     assert len(retries.retries) == 1
-    assert "save failed with OperationalError: database is locked; retry 1 of 4" in (
-        retries.retries[0]
+    assert (
+        "save failed with OperationalError: database is locked; retry 1 of 4"
+        in (retries.retries[0])
     )
 
 
@@ -425,8 +431,7 @@ async def test_sqlite_a_lock_held_past_the_retries_stops_the_run_and_keeps_it(
         locker = locking_task(holder, saver, seen)
         partials: list[Any] = []
         with pytest.raises(StorageError) as caught:
-            async for event in locker(None, run_id="locked", checkpointer=saver):
-                partials.append(event.partial)
+            await consume(locker(None, run_id="locked", checkpointer=saver), partials)
         assert str(caught.value).startswith(
             "storage failed for run 'locked': the checkpointer's save() raised "
             "sqlite3.OperationalError: database is locked. The run was stopped"
@@ -491,7 +496,8 @@ async def test_postgres_backends_killed_between_two_steps_are_replaced(
             opts: dict[str, Any] = {"run_id": "killed", "checkpointer": saver}
             partials = [event.partial async for event in three(None, **opts)]
             assert await saver.load("killed") is None
-    assert killed and all(killed)
+    assert killed
+    assert all(killed)
     assert partials == ["first", "second", "third"]
     assert ran == {"first": 1, "second": 1, "third": 1}
     assert len(retries.retries) == 1
@@ -555,8 +561,7 @@ async def test_postgres_a_stopped_server_stops_the_run_and_keeps_it(
             await saver.setup()
             partials: list[Any] = []
             with pytest.raises(StorageError) as caught:
-                async for event in three(None, run_id="stopped", checkpointer=saver):
-                    partials.append(event.partial)
+                await consume(three(None, run_id="stopped", checkpointer=saver), partials)
         assert caught.value.operation == "save"
         assert isinstance(caught.value.error, psycopg.OperationalError)
 
@@ -632,14 +637,18 @@ async def test_postgres_a_write_whose_answer_was_lost_is_not_applied_twice(
             await other.save(_write(b"theirs", delivered=1), 3)
 
         losing.instead = their_write
-        with pytest.raises(RunConflictError, match="it is at version 4, this worker read version 3"):
+        with pytest.raises(
+            RunConflictError, match="it is at version 4, this worker read version 3"
+        ):
             await saver.save(_write(b"mine", delivered=1), 3)
 
         async def their_mark() -> None:
             await other.mark_delivered("lost", 5, 4)
 
         losing.instead = their_mark
-        with pytest.raises(RunConflictError, match="it is at version 5, this worker read version 4"):
+        with pytest.raises(
+            RunConflictError, match="it is at version 5, this worker read version 4"
+        ):
             await saver.mark_delivered("lost", 2, 4)
         stored = await saver.load("lost")
         assert stored is not None
