@@ -4,6 +4,7 @@ writer thread (never blocking the loop, group commit, cancellation), lifecycle."
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import sqlite3
 import sys
@@ -139,6 +140,76 @@ async def test_list_runs_refuses_negative_pages(tmp_path: Path) -> None:
     async with SqliteSaver(tmp_path / "runs.db") as saver:
         with pytest.raises(ValueError, match="limit and offset must be >= 0, not -1 and 0"):
             await saver.list_runs(limit=-1)
+
+
+def _file_size(path: Path) -> int:
+    """The bytes of the database and its WAL, after a truncating checkpoint."""
+    with closing(sqlite3.connect(path)) as connection:
+        assert connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    wal = path.with_name(path.name + "-wal")
+    return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+async def _write_big_run(saver: SqliteSaver, run_id: str) -> None:
+    """A 20 MiB run: 20 entries of 1 MiB of incompressible bytes."""
+    entries = tuple(random.randbytes(2**20) for _ in range(20))
+    await saver.save(_write(run_id, *entries), None)
+
+
+async def test_vacuum_gives_a_deleted_runs_space_back(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    async with SqliteSaver(path) as saver:
+        await saver.save(_write("small", b"entry"), None)
+        assert await _pragma(saver, "auto_vacuum") == 2  # INCREMENTAL, for new files
+        empty = _file_size(path)
+        await _write_big_run(saver, "big")
+        full = _file_size(path)
+        await saver.delete("big")
+        after_delete = _file_size(path)
+        freed = await saver.vacuum()
+        vacuumed = _file_size(path)
+        assert (await saver.load("small")) is not None
+    assert full > empty + 20 * 2**20
+    assert after_delete == full  # deleting alone never shrinks the file
+    assert vacuumed <= empty + 64 * 1024
+    assert freed == full - vacuumed
+
+
+async def test_vacuum_switches_an_older_file_to_incremental_mode(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    async with SqliteSaver(path) as saver:
+        await saver.save(_write("small", b"entry"), None)
+    with closing(sqlite3.connect(path)) as connection:  # as an older tiny-tasks made it
+        connection.execute("PRAGMA auto_vacuum = NONE")
+        connection.execute("VACUUM")
+    empty = _file_size(path)
+
+    async with SqliteSaver(path) as saver:
+        assert await _pragma(saver, "auto_vacuum") == 0
+        await _write_big_run(saver, "big")
+        await saver.delete("big")
+        full = _file_size(path)
+        await saver.vacuum()
+        assert await _pragma(saver, "auto_vacuum") == 2
+        assert [run.run_id for run in await saver.list_runs()] == ["small"]
+    assert full > empty + 20 * 2**20
+    assert _file_size(path) <= empty + 64 * 1024
+
+
+async def test_a_full_vacuum_of_an_incremental_file_keeps_every_run(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    async with SqliteSaver(path) as saver:
+        for number in range(3):
+            await saver.save(_write(f"r{number}", b"a", b"b"), None)
+        await _write_big_run(saver, "big")
+        await saver.delete("big")
+        assert await saver.vacuum(full=True) > 20 * 2**20
+        assert await saver.vacuum() == 0  # nothing left to give back
+        stored = [await saver.load(f"r{number}") for number in range(3)]
+        assert await _pragma(saver, "auto_vacuum") == 2
+    assert [(s.run_id, s.entries) for s in stored if s is not None] == [
+        (f"r{number}", (b"a", b"b")) for number in range(3)
+    ]
 
 
 _KILLED_WRITER = """

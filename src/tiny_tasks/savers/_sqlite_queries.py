@@ -9,6 +9,7 @@ transaction so the run and its entries come from one snapshot.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from typing import Any, cast
@@ -188,3 +189,38 @@ def list_runs(
 
 def ping(connection: sqlite3.Connection) -> None:
     """Nothing: awaiting it proves the connection is open and the schema migrated."""
+
+
+INCREMENTAL = 2
+"""`PRAGMA auto_vacuum` of a file whose free pages `incremental_vacuum` can release."""
+
+VACUUM_CHUNK_PAGES = 4096
+"""Free pages released per transaction (8 MiB of 2 KiB pages): bounds the write lock."""
+
+
+def vacuum(connection: sqlite3.Connection, path: str, full: bool) -> int:
+    """Give the free pages of `path` back to the file system; return the bytes released.
+
+    Runs outside a transaction (VACUUM cannot run in one). A file in incremental
+    auto-vacuum mode releases its free pages in chunks of `VACUUM_CHUNK_PAGES`, each
+    its own short write transaction; any other file (made by an older tiny-tasks), or
+    `full=True`, is rewritten whole by VACUUM, which also switches it to incremental
+    mode. The WAL is then checkpointed and truncated, so the file really shrinks.
+    """
+    before = _size(path)
+    (mode,) = connection.execute("PRAGMA auto_vacuum").fetchone()
+    if full or mode != INCREMENTAL:
+        connection.execute(f"PRAGMA auto_vacuum = {INCREMENTAL}")
+        connection.execute("VACUUM")
+    else:
+        while connection.execute("PRAGMA freelist_count").fetchone()[0] > 0:
+            # Not execute(): the sqlite3 module steps a statement without result columns
+            # once, which releases one page; executescript runs it to completion.
+            connection.executescript(f"PRAGMA incremental_vacuum({VACUUM_CHUNK_PAGES});")
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    return max(before - _size(path), 0)
+
+
+def _size(path: str) -> int:
+    """Bytes used by the database file and its WAL."""
+    return sum(os.path.getsize(name) for name in (path, path + "-wal") if os.path.exists(name))

@@ -73,6 +73,10 @@ def connect(path: str, *, synchronous: str, busy_timeout: float) -> sqlite3.Conn
         # is a WAL frame, written and checksummed at each commit: 2 KiB pages make the
         # per-partial write about a quarter cheaper than the default 4 KiB.
         connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+        # Also for a new file only (an existing one keeps its mode until a full VACUUM):
+        # pages freed by deleted runs can then be handed back to the file system by
+        # `SqliteSaver.vacuum()` without rewriting the whole database.
+        connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
         _use_wal(connection, path, busy_timeout)
         connection.execute(f"PRAGMA synchronous = {synchronous}")
         migrate(connection, path)

@@ -204,6 +204,28 @@ class SqliteSaver:
         )
         return runs
 
+    async def vacuum(self, *, full: bool = False) -> int:
+        """Give the space of deleted runs back to the file system; return the bytes freed.
+
+        SQLite keeps the pages of deleted rows for reuse, so the file never shrinks on
+        its own. Files created by this version are in incremental auto-vacuum mode:
+        `vacuum()` releases their free pages in short write transactions (8 MiB each),
+        and costs time in proportion to the space freed, not to the database's size.
+        A file created by an older tiny-tasks, or `full=True`, is rewritten whole by
+        SQLite's VACUUM (which also defragments it and switches it to incremental mode):
+        that holds the write lock for the whole rewrite and needs free disk space about
+        twice the live data, as the copy goes through the WAL. Both end with a
+        truncating WAL checkpoint, which a reader in another process can delay (the
+        space then comes back at a later checkpoint).
+
+        This saver's other calls wait while it runs. Raises `sqlite3.OperationalError`
+        ("database is locked") if another process holds the write lock past
+        `busy_timeout`.
+        """
+        # writes=False: the thread runs it outside a transaction, which VACUUM needs.
+        freed: int = await self._call(queries.vacuum, (self.path, full), writes=False)
+        return freed
+
     async def close(self) -> None:
         """Finish the queued calls, close the connection and stop the thread.
 
