@@ -8,6 +8,7 @@ transaction so the run and its entries come from one snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -223,4 +224,8 @@ def vacuum(connection: sqlite3.Connection, path: str, full: bool) -> int:
 
 def _size(path: str) -> int:
     """Bytes used by the database file and its WAL."""
-    return sum(os.path.getsize(name) for name in (path, path + "-wal") if os.path.exists(name))
+    total = 0
+    for name in (path, path + "-wal"):
+        with contextlib.suppress(FileNotFoundError):  # the last connection to close drops the WAL
+            total += os.stat(name).st_size
+    return total
