@@ -25,6 +25,7 @@ from .errors import (
     TaskInterrupted,
     TinyTasksError,
     UnknownInterruptError,
+    UnknownTypeError,
 )
 from .savers import Checkpointer, MemorySaver
 
@@ -53,6 +54,7 @@ __all__ = [
     "TaskStream",
     "TinyTasksError",
     "UnknownInterruptError",
+    "UnknownTypeError",
     "create_runtime",
     "delete_run",
     "emit",

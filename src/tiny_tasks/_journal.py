@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import SerializationError
+from .errors import SerializationError, UnknownTypeError
 from .savers.base import Checkpoint
 from .serde import Serializer
 
@@ -96,6 +96,8 @@ def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
                     f"unknown entry kind {kind!r}; was the run written by a newer version "
                     "of tiny-tasks?"
                 )
+    except SerializationError:
+        raise  # already names the run and the entry (a SerializationError is a TypeError)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise _damaged(run_id, f"journal entry {number}", exc) from exc
     if checkpoint.state:
@@ -162,7 +164,12 @@ def _load_all(serde: Serializer, entries: tuple[bytes, ...], run_id: str) -> lis
 def _load(serde: Serializer, raw: bytes, run_id: str, where: str = "state") -> Any:
     try:
         return serde.loads(raw)
-    except SerializationError as exc:  # well-formed, but e.g. of a type not registered here
-        raise SerializationError(f"cannot decode the stored {where}: {exc}", run_id=run_id) from exc
-    except Exception as exc:  # a custom serializer may raise anything
+    except UnknownTypeError as exc:  # well-formed, but of a type not imported or registered here
+        raise UnknownTypeError(
+            f"cannot decode the stored {where}: {exc}",
+            type_name=exc.type_name,
+            module=exc.module,
+            run_id=run_id,
+        ) from exc
+    except Exception as exc:  # bytes that do not decode; a custom serializer may raise anything
         raise _damaged(run_id, where, exc) from exc

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
 
-from .errors import SerializationError
+from .errors import SerializationError, UnknownTypeError
 
 Kind = Literal["enum", "dataclass", "pydantic"]
 
@@ -79,28 +79,34 @@ def find_class(name: str) -> object:
     """
     module_name, colon, qualname = name.partition(":")
     if not (colon and module_name and qualname):
-        raise SerializationError(
+        raise UnknownTypeError(
             f"cannot load a value of type {name!r}: it is neither registered on this "
             "serializer nor a 'module:qualname' name; register the type with "
-            f"serializer.register(cls, name={name!r}, ...)"
+            f"serializer.register(cls, name={name!r}, ...)",
+            type_name=name,
+            module=None,
         )
     module = sys.modules.get(module_name)
     if module is None:
-        raise SerializationError(
+        raise UnknownTypeError(
             f"cannot load a value of type {name!r}: module {module_name!r} is not "
             "imported, and tiny-tasks never imports a module because stored data names "
             f"it; import {module_name} before loading, or register the type on the "
-            "serializer"
+            "serializer",
+            type_name=name,
+            module=module_name,
         )
     found: object = module
     for part in qualname.split("."):
         namespace = vars(found) if isinstance(found, ModuleType | type) else {}
         found = namespace.get(part, _MISSING)
         if found is _MISSING:
-            raise SerializationError(
+            raise UnknownTypeError(
                 f"cannot load a value of type {name!r}: module {module_name!r} has no "
                 f"{qualname!r} (was it renamed or moved?); register the current class "
-                f"with serializer.register(cls, name={name!r}) to load old values"
+                f"with serializer.register(cls, name={name!r}) to load old values",
+                type_name=name,
+                module=module_name,
             )
     return found
 

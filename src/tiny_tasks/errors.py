@@ -26,6 +26,7 @@ __all__ = [
     "TaskInterrupted",
     "TinyTasksError",
     "UnknownInterruptError",
+    "UnknownTypeError",
 ]
 
 
@@ -103,6 +104,22 @@ class SerializationError(TinyTasksError, TypeError):
         if run_id is not None:
             where = f" in run {run_id!r}" + (f" at {site}" if site else "")
         super().__init__(message + where)
+
+
+class UnknownTypeError(SerializationError):
+    """A stored value names a type this process cannot find; the store is not damaged.
+
+    `type_name` is the name it was stored under (``"module:qualname"`` or a registered
+    name) and `module` the module to import (`None` for a registered name): import the
+    code that defines the type, or register it on the serializer, before loading.
+    """
+
+    def __init__(
+        self, message: str, *, type_name: str, module: str | None, run_id: str | None = None
+    ) -> None:
+        self.type_name = type_name
+        self.module = module
+        super().__init__(message, run_id=run_id)
 
 
 class UnknownInterruptError(TinyTasksError, LookupError):
