@@ -1,19 +1,22 @@
-"""Run inspection (get_run, list_runs, delete_run) and the operator CLI on top of it."""
+"""Run inspection: get_run, list_runs, delete_run (the CLI on top: test_cli.py)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tiny_tasks import Interrupt, MemorySaver, delete_run, get_run, interrupt, list_runs, task
-from tiny_tasks.savers import SqliteSaver
-
-SRC = Path(__file__).resolve().parent.parent / "src"
+from tiny_tasks import (
+    Interrupt,
+    MemorySaver,
+    UnknownTypeError,
+    delete_run,
+    get_run,
+    interrupt,
+    list_runs,
+    task,
+)
+from tiny_tasks.savers.base import CheckpointWrite
 
 
 @task
@@ -64,47 +67,27 @@ async def test_delete_run_says_whether_there_was_one() -> None:
     assert saver.load("r1") is None
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tiny_tasks", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(SRC)},
-        timeout=60,
-        check=False,
+async def test_a_type_that_is_not_imported_is_named_not_called_damaged() -> None:
+    saver = MemorySaver()
+    await pause(saver, "r1", "memo")
+    stored = saver.load("r1")
+    assert stored is not None
+    unknown = b'{"$":"dataclass","v":["shop.models:Order",{"id":1}]}'
+    entries = (b'{"k":"input","v":' + unknown + b"}", *stored.entries[1:])
+    saver.delete("r1")
+    saver.save(
+        CheckpointWrite("r1", "approval", "paused", 1, stored.pending, stored.state, entries),
+        None,
     )
-
-
-async def test_cli_lists_shows_and_deletes_runs_of_a_sqlite_store(tmp_path: Path) -> None:
-    store = str(tmp_path / "runs.sqlite")
-    async with SqliteSaver(store) as saver:
-        await pause(saver, "invoice-7", "invoice")
-        await pause(saver, "memo-1", "memo")
-
-    listed = cli("runs", store, "--status", "paused")
-    assert listed.returncode == 0, listed.stderr
-    lines = listed.stdout.splitlines()
-    assert lines[0].split() == ["RUN", "ID", "TASK", "STATUS", "PENDING", "DELIVERED", "UPDATED"]
-    assert [line.split()[:5] for line in lines[1:]] == [
-        ["memo-1", "approval", "paused", "1", "1"],
-        ["invoice-7", "approval", "paused", "1", "1"],
-    ]
-
-    shown = cli("show", store, "invoice-7")
-    assert shown.returncode == 0, shown.stderr
-    assert "status     paused (version" in shown.stdout
-    assert "input      'invoice'" in shown.stdout
-    assert "pending    approval/interrupt#0: {'approve': 'invoice'}" in shown.stdout
-
-    assert cli("delete", store, "invoice-7").stdout.strip() == "deleted invoice-7"
-    gone = cli("show", store, "invoice-7")
-    assert gone.returncode == 1
-    assert "no run 'invoice-7' is stored" in gone.stderr
-    assert [line.split()[0] for line in cli("runs", store).stdout.splitlines()[1:]] == ["memo-1"]
-
-
-def test_cli_refuses_a_store_that_does_not_exist(tmp_path: Path) -> None:
-    done = cli("runs", str(tmp_path / "nope.sqlite"))
-    assert done.returncode == 2
-    assert "no SQLite store at" in done.stderr
-    assert not (tmp_path / "nope.sqlite").exists()
+    with pytest.raises(UnknownTypeError) as caught:
+        await get_run(saver, "r1")
+    assert (caught.value.type_name, caught.value.module, caught.value.run_id) == (
+        "shop.models:Order",
+        "shop.models",
+        "r1",
+    )
+    assert "damaged" not in str(caught.value)
+    assert str(caught.value).startswith(
+        "cannot decode the stored journal entry 0: cannot load a value of type "
+        "'shop.models:Order': module 'shop.models' is not imported"
+    )
