@@ -12,6 +12,14 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 EXPECTED = {
+    "code_change.py": [
+        "paused: ship?",
+        "refused at job/charge#0 - recorded a call with arguments hash b7d0be1813ca01ea - found"
+        " a call with arguments hash 962eea4e830dc068 (other arguments)",
+        "the run is still paused on ['job/interrupt#1']",
+        "the old code finishes it: yes",
+        "charges made: [1]",
+    ],
     "quickstart.py": [
         "processing job",
         "interrupt -> {'message': 'wait'}",
