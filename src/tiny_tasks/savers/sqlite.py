@@ -220,10 +220,10 @@ class SqliteSaver:
 
         This saver's other calls wait while it runs. Raises `sqlite3.OperationalError`
         ("database is locked") if another process holds the write lock past
-        `busy_timeout`.
+        `busy_timeout` on every retry.
         """
         # writes=False: the thread runs it outside a transaction, which VACUUM needs.
-        freed: int = await self._call(queries.vacuum, (self.path, full), writes=False)
+        freed: int = await self._retrying("vacuum", queries.vacuum, (self.path, full), writes=False)
         return freed
 
     async def close(self) -> None:
