@@ -249,7 +249,7 @@ def check_run_id(run_id: object) -> str:
         else:
             return run_id
     elif not isinstance(run_id, str):
-        problem = f"it is a {type(run_id).__name__}"
+        problem = f"it is of type {type(run_id).__name__}, not str"
     elif not run_id:
         problem = "it is empty"
     elif len(run_id) > MAX_RUN_ID_LENGTH:
@@ -268,22 +268,24 @@ def check_run_id(run_id: object) -> str:
 
 def check_checkpointer(checkpointer: object) -> None:
     """Raise `CheckpointerTypeError` unless `checkpointer` has `load`, `save` and `delete`."""
-    missing = [
-        name
-        for name in ("load", "save", "delete")
-        if not callable(getattr(checkpointer, name, None))
-    ]
-    if not missing:
-        return
-    hint = ""
-    if isinstance(checkpointer, str):
-        hint = (
-            f" To keep runs in a SQLite file, pass SqliteSaver({checkpointer!r}) (from "
-            "tiny_tasks.savers); for PostgreSQL, PostgresSaver(conninfo)."
-        )
+    if isinstance(checkpointer, type):
+        problem = f"a class, not an instance; pass {checkpointer.__name__}(...)"
+    else:
+        missing = [
+            name
+            for name in ("load", "save", "delete")
+            if not callable(getattr(checkpointer, name, None))
+        ]
+        if not missing:
+            return
+        problem = f"{type(checkpointer).__name__}, which has no {', '.join(missing)} method"
+        if isinstance(checkpointer, str):
+            problem += (
+                f". To keep runs in a SQLite file, pass SqliteSaver({checkpointer!r}) "
+                "(from tiny_tasks.savers); for PostgreSQL, PostgresSaver(conninfo)"
+            )
     raise CheckpointerTypeError(
-        f"checkpointer must be a Checkpointer (an object with load, save and delete "
-        f"methods, such as MemorySaver(), SqliteSaver(path) or PostgresSaver(conninfo)); "
-        f"got {checkpointer!r:.80} ({type(checkpointer).__name__}), which has no "
-        f"{', '.join(missing)}.{hint}"
+        "checkpointer must be a Checkpointer: an object with load, save and delete "
+        "methods, such as MemorySaver(), SqliteSaver(path) or PostgresSaver(conninfo). "
+        f"Got {checkpointer!r:.80}: {problem}"
     )
