@@ -169,8 +169,15 @@ async def test_a_sync_child_waiting_on_a_step_is_stopped_when_a_sibling_pauses(
 
     @task("worker")
     def worker(_: Any, ctx: TaskContext) -> str:
-        value = ctx.step_sync(blocking)
-        after_step.append(value)  # never reached: the step was cancelled
+        try:
+            value = ctx.step_sync(blocking)
+        except asyncio.CancelledError:  # the sibling paused: the step was cancelled
+            try:
+                ctx.step_sync(lambda: "never")
+            except asyncio.CancelledError:
+                after_step.append("next step refused")
+            raise
+        after_step.append(value)
         return value
 
     @task("asker")
@@ -189,12 +196,12 @@ async def test_a_sync_child_waiting_on_a_step_is_stopped_when_a_sibling_pauses(
     stored = await get_run(saver, "sync-sibling")
     assert stored is not None
     assert (stored.status, stored.steps) == ("paused", 0)
-    assert after_step == []
+    assert after_step == ["next step refused"]
     # On resume the step runs again (it never finished) and this time is let through.
     in_step.clear()
     release.set()
     assert await parent.invoke(Command(resume="yes"), **opts) == ["late", "yes"]
-    assert after_step == ["late"]
+    assert after_step == ["next step refused", "late"]
 
 
 def test_stream_sync_gives_the_result_of_a_coroutine_task() -> None:

@@ -205,10 +205,12 @@ class BodyThread:
 
     def call(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run `make()` (made here, in call order) on the loop; return or raise its outcome."""
+        coro = make()
         if self._stopped:
+            coro.close()
             raise asyncio.CancelledError
         # The task gets a copy of this thread's context: the current frame goes with it.
-        future = asyncio.run_coroutine_threadsafe(self._tracked(make()), self.loop)
+        future = asyncio.run_coroutine_threadsafe(self._tracked(coro), self.loop)
         try:
             return future.result()
         except concurrent.futures.CancelledError:
