@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import math
+import re
+import threading
 from typing import Any
 
 import pytest
 
 from tiny_tasks import (
+    Command,
     Interrupt,
     MemorySaver,
     ReplayMismatchError,
@@ -15,7 +20,10 @@ from tiny_tasks import (
     SerializationError,
     StepFailedError,
     TaskContext,
+    TaskDefinitionError,
+    TaskInterrupted,
     TinyTasksError,
+    get_run,
     interrupt,
     step,
     task,
@@ -603,3 +611,200 @@ async def test_interrupt_inside_a_step_says_that_steps_cannot_pause() -> None:
 
     with pytest.raises(RuntimeError, match="step"):
         await job.invoke()
+
+
+# -- what a step is given is checked where it is given ----------------------------------------
+
+
+async def test_step_with_a_name_names_the_site(saver: MemorySaver) -> None:
+    calls: list[str] = []
+
+    @step("fetch")
+    async def get_page(url: str) -> str:
+        calls.append(url)
+        return f"<{url}>"
+
+    @task
+    async def crawl(url: str, ctx: TaskContext) -> str:
+        page = await get_page(url)
+        return f"{page} {ctx.interrupt('more?')}"
+
+    opts: dict[str, Any] = {"run_id": "named", "checkpointer": saver}
+    with pytest.raises(TaskInterrupted):
+        await crawl.invoke("a.org", **opts)
+    stored = await get_run(saver, "named")
+    assert stored is not None
+    assert stored.steps == 1
+    assert await crawl.invoke(Command(resume="no"), **opts) == "<a.org> no"
+    assert calls == ["a.org"]
+    assert get_page.__name__ == "get_page"
+    assert await get_page("outside") == "<outside>"  # outside a task it simply runs
+    assert calls == ["a.org", "outside"]
+
+
+async def test_step_options_of_a_decorated_function_hold_in_ctx_step(saver: MemorySaver) -> None:
+    @step("lookup", retry=NO_WAIT)
+    def flaky(key: str) -> str:
+        attempts.append(key)
+        if len(attempts) < 3:
+            raise ConnectionError("try again")
+        return key.upper()
+
+    attempts: list[str] = []
+
+    @task
+    async def job(key: str, ctx: TaskContext) -> str:
+        return await ctx.step(flaky, key)
+
+    assert await job.invoke("k", run_id="opts", checkpointer=saver) == "K"
+    assert attempts == ["k", "k", "k"]
+
+
+@pytest.mark.parametrize("value", [42, "", None, [1]])
+async def test_step_refuses_what_is_not_a_function(value: Any) -> None:
+    if isinstance(value, str) or value is None:  # a name: the decorator form
+        decorator = step(value)
+        with pytest.raises(TaskDefinitionError, match="not callable"):
+            decorator(42)  # type: ignore[call-overload]
+        return
+    with pytest.raises(TaskDefinitionError, match=r"step expects a function.*not callable"):
+        step(value)
+
+
+async def test_ctx_step_refuses_what_is_not_a_function() -> None:
+    @task
+    async def job(_: Any, ctx: TaskContext) -> None:
+        await ctx.step("not a function")  # type: ignore[arg-type]
+
+    with pytest.raises(TaskDefinitionError, match="not callable"):
+        await job.invoke()
+
+
+async def test_step_refuses_a_name_given_twice() -> None:
+    with pytest.raises(TypeError, match="name twice"):
+        step("one", name="two")  # type: ignore[call-overload]
+
+
+BAD_POLICIES: list[tuple[dict[str, Any], str]] = [
+    ({"attempts": 0}, "RetryPolicy.attempts"),
+    ({"attempts": 2.5}, "RetryPolicy.attempts"),
+    ({"initial_delay": -0.1}, "RetryPolicy.initial_delay"),
+    ({"initial_delay": math.inf}, "RetryPolicy.initial_delay"),
+    ({"initial_delay": math.nan}, "RetryPolicy.initial_delay"),
+    ({"max_delay": -1}, "RetryPolicy.max_delay"),
+    ({"max_delay": math.inf}, "RetryPolicy.max_delay"),
+    ({"multiplier": -2}, "RetryPolicy.multiplier"),
+    ({"multiplier": 0.5}, "RetryPolicy.multiplier"),
+    ({"multiplier": math.nan}, "RetryPolicy.multiplier"),
+    ({"multiplier": math.inf}, "RetryPolicy.multiplier"),
+    ({"initial_delay": "1"}, "RetryPolicy.initial_delay"),
+]
+
+
+@pytest.mark.parametrize(("fields", "named"), BAD_POLICIES, ids=lambda v: str(v))
+def test_a_retry_policy_refuses_impossible_values(fields: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(named)):
+        RetryPolicy(**fields)
+
+
+def test_a_retry_policy_takes_one_exception_class_or_a_tuple() -> None:
+    assert RetryPolicy(retry_on=ConnectionError).retry_on == (ConnectionError,)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="retry_on"):
+        RetryPolicy(retry_on=(ValueError, "oops"))  # type: ignore[arg-type]
+    # Many attempts with a steep multiplier: the ceiling stays max_delay, no overflow.
+    steep = RetryPolicy(attempts=5000, multiplier=10, max_delay=2, jitter=False)
+    assert steep.delay(4999) == 2
+
+
+@pytest.mark.parametrize("timeout", [0, -1, -0.5, math.inf, math.nan, "5"])
+async def test_a_step_timeout_must_be_a_positive_number_of_seconds(timeout: Any) -> None:
+    with pytest.raises(ValueError, match="step timeout must be a finite number of seconds > 0"):
+        step(timeout=timeout)
+
+    @task
+    async def job(_: Any, ctx: TaskContext) -> None:
+        await ctx.step(lambda: 1, timeout=timeout)
+
+    with pytest.raises(ValueError, match="step timeout must be a finite number of seconds > 0"):
+        await job.invoke()
+
+
+# -- synchronous step functions run off the event loop -----------------------------------------
+
+
+async def test_a_sync_step_does_not_block_the_event_loop(saver: MemorySaver) -> None:
+    # The step waits for an event that only a coroutine on the loop sets: run on the
+    # loop, the step would wait out its bound and fail.
+    released = threading.Event()
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+
+    def blocking(key: str) -> str:
+        seen.append("step started")
+        loop.call_soon_threadsafe(started.set)
+        assert released.wait(timeout=30), "the loop was blocked while the step ran"
+        return key * 2
+
+    async def other_run() -> None:
+        await started.wait()
+        seen.append("other coroutine ran")
+        released.set()
+
+    @task
+    async def job(key: str, ctx: TaskContext) -> str:
+        return await ctx.step(blocking, key)
+
+    result, _ = await asyncio.gather(
+        job.invoke("ab", run_id="blocking", checkpointer=saver), other_run()
+    )
+    assert result == "abab"
+    assert seen == ["step started", "other coroutine ran"]
+
+
+async def test_sync_steps_run_in_a_worker_thread_with_the_callers_context() -> None:
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    loop_thread = threading.get_ident()
+    where: list[tuple[str, bool, str]] = []
+
+    def record(label: str) -> str:
+        where.append((label, threading.get_ident() == loop_thread, request_id.get()))
+        return label
+
+    @step("decorated")
+    def decorated() -> str:
+        return record("decorated")
+
+    @step(thread=False)
+    def on_the_loop() -> str:
+        return record("on the loop")
+
+    @task
+    async def job(_: Any, ctx: TaskContext) -> list[str]:
+        request_id.set("req-7")
+        return [
+            await ctx.step(record, "ctx.step"),
+            await decorated(),
+            await on_the_loop(),
+            await ctx.step(record, "ctx.step thread=False", thread=False),
+        ]
+
+    assert await job.invoke() == ["ctx.step", "decorated", "on the loop", "ctx.step thread=False"]
+    assert where == [
+        ("ctx.step", False, "req-7"),
+        ("decorated", False, "req-7"),
+        ("on the loop", True, "req-7"),
+        ("ctx.step thread=False", True, "req-7"),
+    ]
+
+
+async def test_a_sync_step_that_returns_an_awaitable_is_awaited_on_the_loop() -> None:
+    async def fetch(key: str) -> str:
+        await asyncio.sleep(0)
+        return key.upper()
+
+    @task
+    async def job(key: str, ctx: TaskContext) -> str:
+        return await ctx.step(lambda: fetch(key), name="fetch")
+
+    assert await job.invoke("x") == "X"

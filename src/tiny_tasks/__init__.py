@@ -10,14 +10,18 @@ from ._inspect import RunState, delete_run, get_run, list_runs
 from ._runtime import Runtime, create_runtime
 from ._step import RetryPolicy, step
 from ._stream import TaskStream
+from ._sync import SyncTaskStream
 from ._task import Task, task
 from ._values import Command, Event, Interrupt, Snapshot
 from .errors import (
     AmbiguousResumeError,
+    CheckpointerTypeError,
     InputMismatchError,
+    InvalidRunIdError,
     NoCheckpointError,
     ReplayMismatchError,
     RunConflictError,
+    SaverConnectionError,
     SerializationError,
     StepFailedError,
     StorageError,
@@ -32,10 +36,12 @@ from .savers import Checkpointer, MemorySaver
 __all__ = [
     "AmbiguousResumeError",
     "Checkpointer",
+    "CheckpointerTypeError",
     "Command",
     "Event",
     "InputMismatchError",
     "Interrupt",
+    "InvalidRunIdError",
     "MemorySaver",
     "NoCheckpointError",
     "ReplayMismatchError",
@@ -43,10 +49,12 @@ __all__ = [
     "RunConflictError",
     "RunState",
     "Runtime",
+    "SaverConnectionError",
     "SerializationError",
     "Snapshot",
     "StepFailedError",
     "StorageError",
+    "SyncTaskStream",
     "Task",
     "TaskContext",
     "TaskDefinitionError",

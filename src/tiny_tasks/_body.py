@@ -4,6 +4,10 @@ A body is pulled one partial at a time: `await body.pull()` returns the next par
 (yielded or emitted, in the order they were produced) or raises `StopAsyncIteration`
 once the function has finished, its return value then being `body.result`. Partials
 emitted before an exception are delivered before the exception is raised.
+
+A synchronous body (a generator function or a plain function) runs in a worker thread,
+one piece per pull (`run_body_piece`), so it never blocks the event loop and can wait
+for steps and nested tasks that run there (`ctx.step_sync`, `child.invoke_sync`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, Callable, Coroutine, Generator
 from typing import Any
 
+from ._sync import run_body_piece
 from .errors import TaskDefinitionError
 
 __all__ = ["Body", "async_generator_of", "body_result", "check_task_function", "make_body"]
@@ -60,8 +65,29 @@ class Body:
         raise StopAsyncIteration
 
 
+class _Returned(Exception):
+    """A sync generator's `return value`, carried out of its worker thread.
+
+    `StopIteration` cannot be: asyncio refuses to set it on a future.
+    """
+
+    def __init__(self, value: Any) -> None:
+        super().__init__()
+        self.value = value
+
+
+def _next_of(gen: Generator[Any, Any, Any]) -> Any:
+    try:
+        return next(gen)
+    except StopIteration as stop:
+        raise _Returned(stop.value) from None
+
+
 class _GeneratorBody(Body):
-    """An async or sync generator: one value per pull; a sync one's `return` is the result."""
+    """An async or sync generator: one value per pull; a sync one's `return` is the result.
+
+    A sync generator is advanced in a worker thread.
+    """
 
     __slots__ = ("_agen", "_gen")
 
@@ -81,8 +107,13 @@ class _GeneratorBody(Body):
         if self.finished:
             return self._pending_outcome()
         try:
-            value = await self._agen.__anext__() if self._agen is not None else next(self._gen)  # type: ignore[arg-type]
-        except (StopAsyncIteration, StopIteration) as stop:
+            if self._agen is not None:
+                value = await self._agen.__anext__()
+            else:
+                gen = self._gen
+                assert gen is not None
+                value = await run_body_piece(lambda: _next_of(gen))
+        except (StopAsyncIteration, _Returned) as stop:
             self.finished = True
             self.result = getattr(stop, "value", None)
             return self._flush_or_raise(None)
@@ -99,11 +130,11 @@ class _GeneratorBody(Body):
         if self._agen is not None:
             await self._agen.aclose()
         elif self._gen is not None:
-            self._gen.close()
+            await run_body_piece(self._gen.close)
 
 
 class _CallBody(Body):
-    """A plain callable: called once on the first pull, on the event loop thread.
+    """A plain callable: called once on the first pull, in a worker thread.
 
     If it returns a coroutine or a (async) generator (a callable object with an async
     `__call__`, say), the body continues as that kind.
@@ -125,7 +156,7 @@ class _CallBody(Body):
             return self._pending_outcome()
         self.finished = True
         try:
-            result = self._call()
+            result = await run_body_piece(self._call)
         except BaseException as error:
             return self._flush_or_raise(error)
         inner = _wrap_result(result, self.emitted)

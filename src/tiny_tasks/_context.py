@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 if TYPE_CHECKING:
     from ._run import Run
@@ -128,7 +128,9 @@ class TaskContext:
     """What a task function receives as its second positional argument.
 
     `interrupt`, `emit` and `step` act on this task's frame, wherever they are called
-    from (also from helper coroutines the task runs concurrently).
+    from (also from helper coroutines the task runs concurrently). A synchronous task
+    (a `def` function or generator) runs in a worker thread and calls its steps with
+    `step_sync`, which returns the result itself.
     """
 
     __slots__ = ("_frame",)
@@ -161,16 +163,70 @@ class TaskContext:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         name: str | None = None,
+        thread: bool | None = None,
         **kwargs: Any,
     ) -> Awaitable[T]:
         """Run `fn(*args, **kwargs)` once per run: record its result, replay it after.
 
         The site id is taken when `step` is called, so steps started concurrently keep
-        their identity across replays. `retry` and `timeout` apply to each attempt.
+        their identity across replays. `retry` and `timeout` (seconds, > 0) apply to each
+        attempt. A synchronous `fn` runs in a worker thread, off the event loop, unless
+        `thread=False`; a function made with `@step` brings its own options.
         """
-        from ._step import start_step
+        from ._step import refuse_in_sync_body, start_step
 
-        return start_step(self._frame, fn, args, kwargs, retry=retry, timeout=timeout, name=name)
+        refuse_in_sync_body("ctx.step(...)")
+        return start_step(
+            self._frame, fn, args, kwargs, retry=retry, timeout=timeout, name=name, thread=thread
+        )
+
+    @overload
+    def step_sync(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+        thread: bool | None = None,
+        **kwargs: Any,
+    ) -> T: ...
+    @overload
+    def step_sync(
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+        thread: bool | None = None,
+        **kwargs: Any,
+    ) -> T: ...
+
+    def step_sync(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+        thread: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`step` for a synchronous task: run the step (once per run) and return its result.
+
+        The step runs on the event loop (its function in yet another worker thread if
+        it is synchronous) while this task's thread waits. Raises `RuntimeError` when
+        called from async code, which must `await ctx.step(...)` instead.
+        """
+        from ._step import run_step_sync
+
+        return run_step_sync(
+            self._frame, fn, args, kwargs, retry=retry, timeout=timeout, name=name, thread=thread
+        )
 
     def __repr__(self) -> str:
         return f"TaskContext(run_id={self.run_id!r}, path={self.path!r})"

@@ -11,7 +11,7 @@ from typing import Any
 from ._journal import decode_journal
 from ._run import resolve
 from ._values import Interrupt
-from .savers.base import Checkpointer, RunInfo, RunStatus
+from .savers.base import Checkpointer, RunInfo, RunStatus, check_checkpointer, check_run_id
 from .serde import default_serializer
 
 __all__ = ["RunState", "delete_run", "get_run", "list_runs"]
@@ -36,8 +36,13 @@ class RunState:
 
 
 async def get_run(checkpointer: Checkpointer, run_id: str) -> RunState | None:
-    """The stored state of `run_id`, or `None`; raises `SerializationError` on bad data."""
-    stored = await resolve(checkpointer.load(run_id))
+    """The stored state of `run_id`, or `None`; raises `SerializationError` on bad data.
+
+    Raises `InvalidRunIdError` (a `ValueError`) for an invalid run id and
+    `CheckpointerTypeError` for something that is not a checkpointer.
+    """
+    check_checkpointer(checkpointer)
+    stored = await resolve(checkpointer.load(check_run_id(run_id)))
     if stored is None:
         return None
     journal = decode_journal(stored, getattr(checkpointer, "serde", None) or default_serializer())
@@ -66,6 +71,7 @@ async def list_runs(
     offset: int = 0,
 ) -> list[RunInfo]:
     """Stored runs, newest first, filtered by status and task name, one page at a time."""
+    check_checkpointer(checkpointer)
     if limit < 0 or offset < 0:
         raise ValueError(f"limit and offset must not be negative (got {limit}, {offset})")
     runs: list[RunInfo] = await resolve(
@@ -75,7 +81,13 @@ async def list_runs(
 
 
 async def delete_run(checkpointer: Checkpointer, run_id: str) -> bool:
-    """Delete `run_id`; returns whether it was stored."""
+    """Delete `run_id`; returns whether it was stored.
+
+    Raises `InvalidRunIdError` (a `ValueError`) for an invalid run id and
+    `CheckpointerTypeError` for something that is not a checkpointer.
+    """
+    check_checkpointer(checkpointer)
+    check_run_id(run_id)
     existed = await resolve(checkpointer.load(run_id)) is not None
     await resolve(checkpointer.delete(run_id))
     return existed

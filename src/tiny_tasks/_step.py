@@ -1,9 +1,14 @@
 """Steps: calls whose result is recorded once per run and replayed afterwards.
 
-`await ctx.step(fn, *args)` or a function decorated with `@step`, called inside a task.
-The first execution's result (or the error that survived its retries) is stored in
-the journal under the step's site id before it is handed back; every replay returns
-the recorded result, or raises the recorded error again, without calling `fn`.
+`await ctx.step(fn, *args)` or a function decorated with `@step`, called inside a task;
+in a synchronous task, `ctx.step_sync(fn, *args)`. The first execution's result (or the
+error that survived its retries) is stored in the journal under the step's site id
+before it is handed back; every replay returns the recorded result, or raises the
+recorded error again, without calling `fn`.
+
+A synchronous step function runs in a worker thread (`asyncio.to_thread`, with the
+caller's context), so a blocking call in it never stalls the event loop; `thread=False`
+runs it on the loop instead (for a quick function, or one that needs the loop).
 """
 
 from __future__ import annotations
@@ -13,20 +18,22 @@ import builtins
 import functools
 import hashlib
 import inspect
+import math
 import random
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, NamedTuple, ParamSpec, TypeVar, overload
 
 from ._context import IN_STEP, Frame, _current, current_frame
 from ._journal import StepRecord
-from .errors import ReplayMismatchError, SerializationError, StepFailedError
+from ._sync import body_thread
+from .errors import ReplayMismatchError, SerializationError, StepFailedError, TaskDefinitionError
 
 T = TypeVar("T")
 Params = ParamSpec("Params")
 
-__all__ = ["RetryPolicy", "start_step", "step"]
+__all__ = ["RetryPolicy", "run_step_sync", "start_step", "step"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +42,12 @@ class RetryPolicy:
 
     The delay before retry n (1-based) is a random time up to
     `min(max_delay, initial_delay * multiplier ** (n - 1))`. Only exceptions that are
-    instances of `retry_on` are retried; others are recorded at once.
+    instances of `retry_on` (an exception class or a tuple of them) are retried; others
+    are recorded at once.
+
+    Raises `ValueError` naming the field for `attempts` below 1, a negative or
+    non-finite delay, or a `multiplier` below 1 or not finite (1 keeps the delay
+    constant); `TypeError` for a `retry_on` that is not exception classes.
     """
 
     attempts: int = 3
@@ -46,13 +58,68 @@ class RetryPolicy:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
 
     def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise ValueError(f"RetryPolicy.attempts must be an int, got {self.attempts!r}")
         if self.attempts < 1:
             raise ValueError(f"RetryPolicy.attempts must be at least 1, got {self.attempts}")
+        for field in ("initial_delay", "max_delay"):
+            _check_seconds(f"RetryPolicy.{field}", getattr(self, field), allow_zero=True)
+        multiplier = self.multiplier
+        if not _is_number(multiplier) or not math.isfinite(multiplier) or multiplier < 1:
+            raise ValueError(
+                f"RetryPolicy.multiplier must be a finite number >= 1 (1 keeps the delay "
+                f"constant), got {multiplier!r}"
+            )
+        retry_on = self.retry_on
+        if isinstance(retry_on, type):
+            object.__setattr__(self, "retry_on", retry_on := (retry_on,))
+        if not isinstance(retry_on, tuple) or not all(
+            isinstance(kind, type) and issubclass(kind, BaseException) for kind in retry_on
+        ):
+            raise TypeError(
+                "RetryPolicy.retry_on must be an exception class or a tuple of them, "
+                f"got {retry_on!r}"
+            )
 
     def delay(self, retry: int) -> float:
         """Seconds to wait before retry number `retry` (1-based)."""
-        ceiling = min(self.max_delay, self.initial_delay * self.multiplier ** (retry - 1))
+        try:
+            growth = self.initial_delay * self.multiplier ** (retry - 1)
+        except OverflowError:
+            growth = math.inf
+        ceiling = min(self.max_delay, growth)
         return random.uniform(0, ceiling) if self.jitter else ceiling
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_seconds(what: str, value: object, *, allow_zero: bool) -> None:
+    """Raise `ValueError` naming `what` unless `value` is a finite, positive number."""
+    if (
+        _is_number(value)
+        and math.isfinite(value)  # type: ignore[arg-type]
+        and (value > 0 or (allow_zero and value == 0))  # type: ignore[operator]
+    ):
+        return
+    bound = ">= 0" if allow_zero else "> 0"
+    raise ValueError(f"{what} must be a finite number of seconds {bound}, got {value!r}")
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None:
+        _check_seconds("the step timeout", timeout, allow_zero=False)
+
+
+class _StepOptions(NamedTuple):
+    """What `@step` recorded about a function, so `ctx.step(fn)` can use it too."""
+
+    fn: Callable[..., Any]
+    name: str | None
+    retry: RetryPolicy | None
+    timeout: float | None
+    thread: bool
 
 
 _NO_RETRY = RetryPolicy(attempts=1)
@@ -67,12 +134,62 @@ def start_step(
     retry: RetryPolicy | None,
     timeout: float | None,
     name: str | None,
-) -> Awaitable[Any]:
-    """Take the step's site id now (call order) and return the awaitable that runs it."""
+    thread: bool | None = None,
+) -> Coroutine[Any, Any, Any]:
+    """Take the step's site id now (call order) and return the coroutine that runs it.
+
+    A function made with `@step` brings its own options; those given here win.
+    """
+    options: _StepOptions | None = getattr(fn, "__tiny_tasks_step__", None)
+    if options is not None:
+        fn = options.fn
+        name = name if name is not None else options.name
+        retry = retry if retry is not None else options.retry
+        timeout = timeout if timeout is not None else options.timeout
+        thread = thread if thread is not None else options.thread
+    elif not callable(fn):
+        raise _not_callable(fn)
+    _check_timeout(timeout)
     label = str(name or getattr(fn, "__name__", None) or "step")
     label = label.replace("/", "_").replace("#", "_")
     site_id, _ = frame.allocate(label)
-    return _run_step(frame, site_id, fn, args, kwargs, retry or _NO_RETRY, timeout)
+    in_thread = thread is not False
+    return _run_step(frame, site_id, fn, args, kwargs, retry or _NO_RETRY, timeout, in_thread)
+
+
+def run_step_sync(
+    frame: Frame,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    retry: RetryPolicy | None,
+    timeout: float | None,
+    name: str | None,
+    thread: bool | None,
+) -> Any:
+    """Run a step from a synchronous task body's worker thread; return its result."""
+    gate = body_thread()
+    if gate is None:
+        raise RuntimeError(
+            "ctx.step_sync() waits for the step, so it works only in a synchronous task "
+            "(a def function or generator, which runs in a worker thread); in an async "
+            "task, use await ctx.step(...)"
+        )
+    coro = start_step(
+        frame, fn, args, kwargs, retry=retry, timeout=timeout, name=name, thread=thread
+    )
+    return gate.call(lambda: coro)
+
+
+def refuse_in_sync_body(what: str) -> None:
+    """Raise if called from a synchronous task body, where an awaitable is of no use."""
+    if body_thread() is not None:
+        raise RuntimeError(
+            f"{what} returns an awaitable, which a synchronous task cannot await; in a "
+            "def task, call the step with ctx.step_sync(fn, *args) (take the TaskContext "
+            "as the task's second parameter)"
+        )
 
 
 async def _run_step(
@@ -83,6 +200,7 @@ async def _run_step(
     kwargs: dict[str, Any],
     policy: RetryPolicy,
     timeout: float | None,
+    thread: bool,
 ) -> Any:
     run = frame.run
     args_hash = _hash_arguments(run.serde, args, kwargs) if run.saving else None
@@ -98,7 +216,7 @@ async def _run_step(
         return _replay(site_id, recorded)
     token = _current.set(IN_STEP)  # a step is opaque: no interrupts or nested runs in it
     try:
-        value, error = await _attempt_all(fn, args, kwargs, policy, timeout)
+        value, error = await _attempt_all(fn, args, kwargs, policy, timeout, thread)
     finally:
         _current.reset(token)
     if error is not None:
@@ -115,10 +233,12 @@ async def _attempt_all(
     kwargs: dict[str, Any],
     policy: RetryPolicy,
     timeout: float | None,
+    thread: bool,
 ) -> tuple[Any, BaseException | None]:
+    call = _call_in_thread if thread and not inspect.iscoroutinefunction(fn) else _call
     for attempt in range(1, policy.attempts + 1):
         try:
-            return await _attempt(fn, args, kwargs, timeout), None
+            return await _attempt(call, fn, args, kwargs, timeout), None
         except policy.retry_on as exc:
             if isinstance(exc, SerializationError) or attempt == policy.attempts:
                 return None, exc
@@ -128,18 +248,36 @@ async def _attempt_all(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+Caller = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], Awaitable[Any]]
+
+
 async def _attempt(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+    call: Caller,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout: float | None,
 ) -> Any:
     if timeout is None:
-        return await _call(fn, args, kwargs)
+        return await call(fn, args, kwargs)
     async with asyncio.timeout(timeout):
-        return await _call(fn, args, kwargs)
+        return await call(fn, args, kwargs)
 
 
 async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     result = fn(*args, **kwargs)
     if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+async def _call_in_thread(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    # A thread cannot be interrupted: on a timeout or a cancellation the function runs
+    # on to its end in the background, and its result is dropped.
+    result = await asyncio.to_thread(fn, *args, **kwargs)
+    if inspect.isawaitable(result):  # a plain function that returned an awaitable
         return await result
     return result
 
@@ -185,43 +323,105 @@ def _rebuild_error(site_id: str, module: str, qualname: str, message: str, args:
     return StepFailedError(site_id, f"{module}.{qualname}", message)
 
 
+class _StepDecorator:
+    """What `step("name")` or `step(retry=...)` returns: applies to a function."""
+
+    __slots__ = ("name", "retry", "thread", "timeout")
+
+    def __init__(
+        self, name: str | None, retry: RetryPolicy | None, timeout: float | None, thread: bool
+    ) -> None:
+        self.name = name
+        self.retry = retry
+        self.timeout = timeout
+        self.thread = thread
+
+    @overload
+    def __call__(self, fn: Callable[Params, Awaitable[T]], /) -> Callable[Params, Awaitable[T]]: ...
+    @overload
+    def __call__(self, fn: Callable[Params, T], /) -> Callable[Params, Awaitable[T]]: ...
+
+    def __call__(self, fn: Callable[..., Any], /) -> Callable[..., Awaitable[Any]]:
+        return _make_step(fn, _StepOptions(fn, self.name, self.retry, self.timeout, self.thread))
+
+
 @overload
 def step(fn: Callable[Params, Awaitable[T]], /) -> Callable[Params, Awaitable[T]]: ...
 @overload
 def step(fn: Callable[Params, T], /) -> Callable[Params, Awaitable[T]]: ...
 @overload
 def step(
-    *, name: str | None = None, retry: RetryPolicy | None = None, timeout: float | None = None
-) -> Callable[[Callable[Params, Awaitable[T] | T]], Callable[Params, Awaitable[T]]]: ...
+    name: str | None = None,
+    /,
+    *,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    thread: bool = True,
+) -> _StepDecorator: ...
+@overload
+def step(
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    thread: bool = True,
+) -> _StepDecorator: ...
 
 
 def step(
-    fn: Callable[..., Any] | None = None,
+    fn_or_name: Callable[..., Any] | str | None = None,
     /,
     *,
     name: str | None = None,
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
+    thread: bool = True,
 ) -> Any:
-    """Make a function a recorded step: `@step` or `@step(retry=..., timeout=...)`.
+    """Make a function a recorded step: `@step`, `@step("name")` or `@step(retry=...)`.
 
     Calling the decorated function returns an awaitable. Inside a running task the call
-    is recorded in the run's journal; outside a task the function simply runs.
+    is recorded in the run's journal; outside a task the function simply runs. In a
+    synchronous task, call it with `ctx.step_sync(fn, *args)`. A synchronous function
+    runs in a worker thread, off the event loop; `thread=False` runs it on the loop.
+    `timeout` (seconds, > 0) applies to each attempt.
+
+    Raises `TaskDefinitionError` for something that is not callable, `ValueError` for a
+    timeout that is not a finite number of seconds > 0.
     """
+    _check_timeout(timeout)
+    if isinstance(fn_or_name, str) or fn_or_name is None:
+        if isinstance(fn_or_name, str) and name is not None:
+            raise TypeError(f"step() got the name twice ({fn_or_name!r} and name={name!r})")
+        return _StepDecorator(fn_or_name if name is None else name, retry, timeout, thread)
+    if not callable(fn_or_name):
+        raise _not_callable(fn_or_name)
+    return _make_step(fn_or_name, _StepOptions(fn_or_name, name, retry, timeout, thread))
 
-    def decorate(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-        @functools.wraps(func)
-        def call(*args: Any, **kwargs: Any) -> Awaitable[Any]:
-            frame = current_frame()
-            if frame is None:
-                return _attempt_all_unrecorded(func, args, kwargs, retry or _NO_RETRY, timeout)
-            return start_step(frame, func, args, kwargs, retry=retry, timeout=timeout, name=name)
 
-        return call
+def _not_callable(fn: object) -> TaskDefinitionError:
+    return TaskDefinitionError(
+        f"step expects a function (async or not), or a step name as in @step('name'); "
+        f"got {fn!r:.80} ({type(fn).__name__}), which is not callable"
+    )
 
-    if fn is not None:
-        return decorate(fn)
-    return decorate
+
+def _make_step(func: Callable[..., Any], options: _StepOptions) -> Callable[..., Awaitable[Any]]:
+    if not callable(func):
+        raise _not_callable(func)
+    what = f"the step {options.name or getattr(func, '__name__', 'step')}(...)"
+
+    @functools.wraps(func)
+    def call(*args: Any, **kwargs: Any) -> Awaitable[Any]:
+        frame = current_frame()
+        if frame is None:
+            return _attempt_all_unrecorded(
+                func, args, kwargs, options.retry or _NO_RETRY, options.timeout, options.thread
+            )
+        refuse_in_sync_body(what)
+        return start_step(frame, call, args, kwargs, retry=None, timeout=None, name=None)
+
+    call.__tiny_tasks_step__ = options  # type: ignore[attr-defined]
+    return call
 
 
 async def _attempt_all_unrecorded(
@@ -230,8 +430,9 @@ async def _attempt_all_unrecorded(
     kwargs: dict[str, Any],
     policy: RetryPolicy,
     timeout: float | None,
+    thread: bool,
 ) -> Any:
-    value, error = await _attempt_all(fn, args, kwargs, policy, timeout)
+    value, error = await _attempt_all(fn, args, kwargs, policy, timeout, thread)
     if error is not None:
         raise error
     return value

@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Itera
 from typing import Any, Generic, TypeVar, overload
 
 from ._body import check_task_function
+from ._context import TaskContext, current_frame
 from ._run import NO_INPUT, Delivery
 from ._stream import TaskStream, positional_capacity
-from ._sync import iterate_sync, run_sync
-from ._values import Command, Event
-from .errors import TaskInterrupted
-from .savers.base import Checkpointer
+from ._sync import SyncTaskStream, run_sync
+from ._values import Command
+from .errors import InvalidRunIdError, TaskInterrupted
+from .savers.base import Checkpointer, check_checkpointer, check_run_id
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -25,9 +26,13 @@ DEFAULT_RUN_ID = "default"
 class Task(Generic[In, Out, P]):
     """A task function made resumable: call it to stream, `invoke` it to run it through.
 
-    Every way of running takes the keyword options `run_id` (default `"default"`),
-    `checkpointer` and `delivery`. Inside a running task, a call is part of the
-    enclosing run.
+    Every way of running takes the keyword options `run_id`, `checkpointer` and
+    `delivery`. Inside a running task, a call is part of the enclosing run (its options
+    are not used). `run_id` is a non-empty `str` of at most 255 characters, without NUL
+    and encodable as UTF-8 (`InvalidRunIdError`, a `ValueError`, otherwise). It may be
+    left out without a checkpointer or with `MemorySaver` (it is then `"default"`); a
+    checkpointer whose runs outlive the process (`SqliteSaver`, `PostgresSaver`, your
+    own) requires it, since every caller without one would share one run.
 
     `delivery="exactly_once"` (the default) records each partial as delivered before
     handing it over, so the consumer never sees one twice, even across a crash.
@@ -59,17 +64,41 @@ class Task(Generic[In, Out, P]):
         checkpointer: Checkpointer | None = None,
         delivery: Delivery = "exactly_once",
     ) -> TaskStream[Out, P]:
-        """Start (or re-attach to, or resume with a `Command`) a run; returns its stream."""
+        """Start (or re-attach to, or resume with a `Command`) a run; returns its stream.
+
+        Raises `InvalidRunIdError` (a `ValueError`) for an invalid or missing `run_id`,
+        `CheckpointerTypeError` (a `TypeError`) for something that is not a checkpointer.
+        """
         return TaskStream(
             self.fn,
             self.name,
             self._arg_count,
             self.record,
             input,
-            DEFAULT_RUN_ID if run_id is None else run_id,
+            self._run_id(run_id, checkpointer),
             checkpointer,
             delivery,
         )
+
+    def _run_id(self, run_id: str | None, checkpointer: Checkpointer | None) -> str:
+        """`run_id` checked, or the default run id where one is allowed."""
+        if checkpointer is not None:
+            check_checkpointer(checkpointer)
+        if run_id is not None:
+            return check_run_id(run_id)
+        if (
+            checkpointer is not None
+            and not getattr(checkpointer, "allows_default_run_id", False)
+            and current_frame() is None
+        ):
+            raise InvalidRunIdError(
+                f"task {self.name!r} was called with checkpointer {checkpointer!r:.80} but "
+                "without run_id. Its runs outlive this process, so every call without a "
+                f"run_id would share the run {DEFAULT_RUN_ID!r}: one caller would "
+                "re-attach to, or resume, another's run. Pass run_id=... naming this run "
+                "(an order id, a session id, str(uuid.uuid4()), ...) to every call of it"
+            )
+        return DEFAULT_RUN_ID
 
     def resume(
         self,
@@ -114,7 +143,11 @@ class Task(Generic[In, Out, P]):
         checkpointer: Checkpointer | None = None,
         delivery: Delivery = "exactly_once",
     ) -> Out:
-        """`invoke` for synchronous code; works even where an event loop is running."""
+        """`invoke` for synchronous code; works even where an event loop is running.
+
+        Called from a synchronous task's body, it is part of that task's run.
+        """
+        run_id = self._run_id(run_id, checkpointer)
         return run_sync(
             lambda: self.invoke(input, run_id=run_id, checkpointer=checkpointer, delivery=delivery)
         )
@@ -141,10 +174,16 @@ class Task(Generic[In, Out, P]):
         run_id: str | None = None,
         checkpointer: Checkpointer | None = None,
         delivery: Delivery = "exactly_once",
-    ) -> Iterator[Event[P]]:
-        """The stream as a plain iterator of events, for synchronous code."""
-        return iterate_sync(
-            lambda: self(input, run_id=run_id, checkpointer=checkpointer, delivery=delivery)
+    ) -> SyncTaskStream[Out, P]:
+        """The stream as a plain iterator of events, for synchronous code.
+
+        Once it is exhausted, its `result` is the task's return value and `interrupts`
+        the interrupts it paused on, as on `TaskStream`.
+        """
+        checked = self._run_id(run_id, checkpointer)
+        return SyncTaskStream(
+            lambda: self(input, run_id=checked, checkpointer=checkpointer, delivery=delivery),
+            checked,
         )
 
 
@@ -159,6 +198,21 @@ async def _collect(stream: TaskStream[Out, P]) -> Out:
 AsyncGenFn = Callable[..., AsyncIterator[P]]
 CoroFn = Callable[..., Coroutine[Any, Any, Out]]
 GenFn = Callable[..., Generator[P, Any, Out]]
+# The same with the input's type In captured, for functions of one parameter and for
+# functions of two (input, TaskContext). Other signatures fall back to Any.
+AsyncGenFn1 = Callable[[In], AsyncIterator[P]]
+AsyncGenFn2 = Callable[[In, TaskContext], AsyncIterator[P]]
+CoroFn1 = Callable[[In], Coroutine[Any, Any, Out]]
+CoroFn2 = Callable[[In, TaskContext], Coroutine[Any, Any, Out]]
+GenFn1 = Callable[[In], Generator[P, Any, Out]]
+GenFn2 = Callable[[In, TaskContext], Generator[P, Any, Out]]
+# A generator function annotated `-> Iterator[P]`, as most are (its result is None).
+# A Generator is an Iterator too: the Generator overloads come first, so they win, and
+# mypy's overlap warning on them is silenced.
+IterFn1 = Callable[[In], Iterator[P]]
+IterFn2 = Callable[[In, TaskContext], Iterator[P]]
+PlainFn1 = Callable[[In], Out]
+PlainFn2 = Callable[[In, TaskContext], Out]
 
 
 class _TaskDecorator:
@@ -171,11 +225,31 @@ class _TaskDecorator:
         self.record = record
 
     @overload
+    def __call__(self, fn: AsyncGenFn1[In, P], /) -> Task[In, None, P]: ...
+    @overload
+    def __call__(self, fn: AsyncGenFn2[In, P], /) -> Task[In, None, P]: ...
+    @overload
     def __call__(self, fn: AsyncGenFn[P], /) -> Task[Any, None, P]: ...
+    @overload
+    def __call__(self, fn: CoroFn1[In, Out], /) -> Task[In, Out, Any]: ...
+    @overload
+    def __call__(self, fn: CoroFn2[In, Out], /) -> Task[In, Out, Any]: ...
     @overload
     def __call__(self, fn: CoroFn[Out], /) -> Task[Any, Out, Any]: ...
     @overload
-    def __call__(self, fn: GenFn[P, Out], /) -> Task[Any, Out, P]: ...
+    def __call__(self, fn: GenFn1[In, P, Out], /) -> Task[In, Out, P]: ...  # type: ignore[overload-overlap]
+    @overload
+    def __call__(self, fn: GenFn2[In, P, Out], /) -> Task[In, Out, P]: ...  # type: ignore[overload-overlap]
+    @overload
+    def __call__(self, fn: GenFn[P, Out], /) -> Task[Any, Out, P]: ...  # type: ignore[overload-overlap]
+    @overload
+    def __call__(self, fn: IterFn1[In, P], /) -> Task[In, None, P]: ...
+    @overload
+    def __call__(self, fn: IterFn2[In, P], /) -> Task[In, None, P]: ...
+    @overload
+    def __call__(self, fn: PlainFn1[In, Out], /) -> Task[In, Out, Any]: ...
+    @overload
+    def __call__(self, fn: PlainFn2[In, Out], /) -> Task[In, Out, Any]: ...
     @overload
     def __call__(self, fn: Callable[..., Out], /) -> Task[Any, Out, Any]: ...
 
@@ -184,21 +258,67 @@ class _TaskDecorator:
 
 
 @overload
+def task(fn: AsyncGenFn1[In, P], /) -> Task[In, None, P]: ...
+@overload
+def task(fn: AsyncGenFn2[In, P], /) -> Task[In, None, P]: ...
+@overload
 def task(fn: AsyncGenFn[P], /) -> Task[Any, None, P]: ...
+@overload
+def task(fn: CoroFn1[In, Out], /) -> Task[In, Out, Any]: ...
+@overload
+def task(fn: CoroFn2[In, Out], /) -> Task[In, Out, Any]: ...
 @overload
 def task(fn: CoroFn[Out], /) -> Task[Any, Out, Any]: ...
 @overload
-def task(fn: GenFn[P, Out], /) -> Task[Any, Out, P]: ...
+def task(fn: GenFn1[In, P, Out], /) -> Task[In, Out, P]: ...  # type: ignore[overload-overlap]
+@overload
+def task(fn: GenFn2[In, P, Out], /) -> Task[In, Out, P]: ...  # type: ignore[overload-overlap]
+@overload
+def task(fn: GenFn[P, Out], /) -> Task[Any, Out, P]: ...  # type: ignore[overload-overlap]
+@overload
+def task(fn: IterFn1[In, P], /) -> Task[In, None, P]: ...
+@overload
+def task(fn: IterFn2[In, P], /) -> Task[In, None, P]: ...
+@overload
+def task(name: str, fn: AsyncGenFn1[In, P], /, *, record: bool = True) -> Task[In, None, P]: ...
+@overload
+def task(name: str, fn: AsyncGenFn2[In, P], /, *, record: bool = True) -> Task[In, None, P]: ...
 @overload
 def task(name: str, fn: AsyncGenFn[P], /, *, record: bool = True) -> Task[Any, None, P]: ...
 @overload
+def task(name: str, fn: CoroFn1[In, Out], /, *, record: bool = True) -> Task[In, Out, Any]: ...
+@overload
+def task(name: str, fn: CoroFn2[In, Out], /, *, record: bool = True) -> Task[In, Out, Any]: ...
+@overload
 def task(name: str, fn: CoroFn[Out], /, *, record: bool = True) -> Task[Any, Out, Any]: ...
 @overload
-def task(name: str, fn: GenFn[P, Out], /, *, record: bool = True) -> Task[Any, Out, P]: ...
+def task(  # type: ignore[overload-overlap]
+    name: str, fn: GenFn1[In, P, Out], /, *, record: bool = True
+) -> Task[In, Out, P]: ...
+@overload
+def task(  # type: ignore[overload-overlap]
+    name: str, fn: GenFn2[In, P, Out], /, *, record: bool = True
+) -> Task[In, Out, P]: ...
+@overload
+def task(  # type: ignore[overload-overlap]
+    name: str, fn: GenFn[P, Out], /, *, record: bool = True
+) -> Task[Any, Out, P]: ...
+@overload
+def task(name: str, fn: IterFn1[In, P], /, *, record: bool = True) -> Task[In, None, P]: ...
+@overload
+def task(name: str, fn: IterFn2[In, P], /, *, record: bool = True) -> Task[In, None, P]: ...
+@overload
+def task(name: str, fn: PlainFn1[In, Out], /, *, record: bool = True) -> Task[In, Out, Any]: ...
+@overload
+def task(name: str, fn: PlainFn2[In, Out], /, *, record: bool = True) -> Task[In, Out, Any]: ...
 @overload
 def task(name: str, fn: Callable[..., Out], /, *, record: bool = True) -> Task[Any, Out, Any]: ...
 @overload
 def task(name: str | None = None, /, *, record: bool = True) -> _TaskDecorator: ...
+@overload
+def task(fn: PlainFn1[In, Out], /) -> Task[In, Out, Any]: ...
+@overload
+def task(fn: PlainFn2[In, Out], /) -> Task[In, Out, Any]: ...
 @overload
 def task(fn: Callable[..., Out], /) -> Task[Any, Out, Any]: ...
 

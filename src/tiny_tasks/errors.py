@@ -15,10 +15,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AmbiguousResumeError",
+    "CheckpointerTypeError",
     "InputMismatchError",
+    "InvalidRunIdError",
     "NoCheckpointError",
     "ReplayMismatchError",
     "RunConflictError",
+    "SaverConnectionError",
     "SerializationError",
     "StepFailedError",
     "StorageError",
@@ -36,6 +39,34 @@ class TinyTasksError(Exception):
 
 class TaskDefinitionError(TinyTasksError, TypeError):
     """A function given to `task` (or `step`) is not of a supported kind."""
+
+
+class InvalidRunIdError(TinyTasksError, ValueError):
+    """A `run_id` that is not a valid run id, or none where one is required.
+
+    A run id is a non-empty `str` of at most 255 characters, without NUL, that can be
+    encoded as UTF-8 (no lone surrogates); the same rules hold on every saver.
+    """
+
+
+class CheckpointerTypeError(TinyTasksError, TypeError):
+    """Something that is not a checkpointer was passed as `checkpointer`."""
+
+
+class SaverConnectionError(TinyTasksError, ConnectionError):
+    """A saver could not open its connection to the database (the message says why).
+
+    `target` names the database without its password; the driver's error is the
+    `__cause__`.
+    """
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        super().__init__(
+            f"cannot connect to the checkpoint database {target}: {reason}. Check the "
+            "connection string (host or socket directory, port, database name, user, "
+            "password) and that the server is running"
+        )
 
 
 class NoCheckpointError(TinyTasksError, LookupError):

@@ -12,7 +12,7 @@ import pytest
 from postgres_server import PostgresServer
 from psycopg_pool import AsyncConnectionPool
 
-from tiny_tasks.errors import RunConflictError, TinyTasksError
+from tiny_tasks.errors import RunConflictError, SaverConnectionError, TinyTasksError
 from tiny_tasks.savers import PostgresSaver, _postgres_schema
 from tiny_tasks.savers.base import CheckpointWrite
 
@@ -150,3 +150,36 @@ def test_a_missing_postgres_binary_fails_loudly(tmp_path: Path) -> None:
         server.start()
     server.cleanup()
     assert not server.directory.exists()
+
+
+@pytest.mark.parametrize("wrong", ["dbname=no_such_database", "host=/no/such/socket/dir"])
+async def test_a_wrong_connection_string_fails_at_once_with_the_servers_error(
+    postgres_server: PostgresServer, wrong: str
+) -> None:
+    # The pool alone would retry in the background for 30 s and then raise PoolTimeout,
+    # with the real cause only in a log line.
+    key = wrong.split("=")[0]
+    base = {part.split("=")[0]: part for part in postgres_server.dsn().split() if "=" in part}
+    base[key] = wrong
+    conninfo = " ".join([*base.values(), "password=hunter2"])
+    saver = PostgresSaver(conninfo)
+    for call in (saver.setup, lambda: saver.load("r1")):
+        with pytest.raises(SaverConnectionError) as caught:
+            await call()
+        message = str(caught.value)
+        assert "hunter2" not in message
+        assert wrong in message  # the target, named
+        assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+        if key == "dbname":
+            assert 'database "no_such_database" does not exist' in message
+        else:
+            assert "/no/such/socket/dir/.s.PGSQL" in message
+            assert "No such file or directory" in message
+    await saver.close()
+
+
+def test_a_connection_string_that_cannot_be_parsed_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="invalid PostgreSQL connection string"):
+        PostgresSaver("not a connection string")
+    with pytest.raises(ValueError, match="connect_timeout"):
+        PostgresSaver("dbname=x", connect_timeout=0)

@@ -36,17 +36,24 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
 
-from ..errors import RunConflictError
+from ..errors import CheckpointerTypeError, InvalidRunIdError, RunConflictError
 
 __all__ = [
+    "MAX_RUN_ID_LENGTH",
     "Checkpoint",
     "CheckpointWrite",
     "Checkpointer",
     "RunInfo",
     "RunStatus",
+    "check_checkpointer",
+    "check_run_id",
     "check_version",
     "filter_runs",
 ]
+
+MAX_RUN_ID_LENGTH = 255
+"""The longest run id, in characters. At most 1,020 bytes of UTF-8: far below what a
+PostgreSQL btree index entry may hold (about 2,700 bytes), so every saver can index it."""
 
 RunStatus = Literal["running", "paused", "done", "failed"]
 """Where a run is: executing, waiting on interrupts, finished, or failed."""
@@ -154,6 +161,15 @@ class Checkpointer(Protocol):
     the same compare-and-swap that changes only the delivered count and bumps the
     version; the engine uses it for the per-partial write when present.
     A saver that has a `serde` attribute chooses how the engine encodes values.
+
+    A saver whose runs live only as long as the process (`MemorySaver`) may set the
+    class attribute `allows_default_run_id = True`: a call that passes no `run_id` then
+    uses the run id `"default"`, as without a checkpointer. Every other saver requires
+    an explicit `run_id`, because its runs outlive the process and every caller that
+    forgot one would share (and answer) the same run.
+
+    Run ids reach a saver already checked (`check_run_id`): a non-empty `str` of at most
+    `MAX_RUN_ID_LENGTH` characters, without NUL, encodable as UTF-8.
     """
 
     def load(self, run_id: str) -> MaybeAwaitable[Checkpoint | None]:
@@ -216,3 +232,60 @@ def filter_runs(
     ]
     chosen.sort(key=lambda run: (run.created_at, run.run_id), reverse=True)
     return chosen[offset : offset + limit]
+
+
+def check_run_id(run_id: object) -> str:
+    """Return `run_id` if it is a valid run id; raise `InvalidRunIdError` otherwise.
+
+    Valid: a non-empty `str` of at most `MAX_RUN_ID_LENGTH` characters, without NUL,
+    that encodes to UTF-8 (no lone surrogates). The same rules hold on every saver, so a
+    run id that works with one works with all.
+    """
+    if type(run_id) is str and 0 < len(run_id) <= MAX_RUN_ID_LENGTH and "\0" not in run_id:
+        try:
+            run_id.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "it contains a lone surrogate, which cannot be encoded as UTF-8"
+        else:
+            return run_id
+    elif not isinstance(run_id, str):
+        problem = f"it is of type {type(run_id).__name__}, not str"
+    elif not run_id:
+        problem = "it is empty"
+    elif len(run_id) > MAX_RUN_ID_LENGTH:
+        problem = f"it has {len(run_id)} characters"
+    else:
+        problem = "it contains a NUL character"
+    shown = repr(run_id)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    raise InvalidRunIdError(
+        f"invalid run_id {shown}: {problem}. A run id must be a non-empty str of at most "
+        f"{MAX_RUN_ID_LENGTH} characters, without NUL and encodable as UTF-8 (pass "
+        "str(value) yourself to use a number or an id of another type)"
+    )
+
+
+def check_checkpointer(checkpointer: object) -> None:
+    """Raise `CheckpointerTypeError` unless `checkpointer` has `load`, `save` and `delete`."""
+    if isinstance(checkpointer, type):
+        problem = f"a class, not an instance; pass {checkpointer.__name__}(...)"
+    else:
+        missing = [
+            name
+            for name in ("load", "save", "delete")
+            if not callable(getattr(checkpointer, name, None))
+        ]
+        if not missing:
+            return
+        problem = f"{type(checkpointer).__name__}, which has no {', '.join(missing)} method"
+        if isinstance(checkpointer, str):
+            problem += (
+                f". To keep runs in a SQLite file, pass SqliteSaver({checkpointer!r}) "
+                "(from tiny_tasks.savers); for PostgreSQL, PostgresSaver(conninfo)"
+            )
+    raise CheckpointerTypeError(
+        "checkpointer must be a Checkpointer: an object with load, save and delete "
+        "methods, such as MemorySaver(), SqliteSaver(path) or PostgresSaver(conninfo). "
+        f"Got {checkpointer!r:.80}: {problem}"
+    )

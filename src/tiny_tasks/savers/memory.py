@@ -16,7 +16,13 @@ class MemorySaver:
 
     Values are stored as the engine's encoded bytes, so mutating a value after it
     was saved cannot change the checkpoint. Safe to share between threads.
+
+    Its runs end with the process, so a call without `run_id` may use the run id
+    `"default"` with it, as without a checkpointer (`allows_default_run_id`).
     """
+
+    allows_default_run_id = True
+    """Calls without `run_id` use `"default"` (see `Checkpointer`)."""
 
     def __init__(self) -> None:
         self._runs: dict[str, Checkpoint] = {}

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
-from ..errors import RunConflictError, TinyTasksError
+from ..errors import RunConflictError, SaverConnectionError, TinyTasksError
 from ._conflict import conflict_error
 from ._postgres_schema import migrate
 from ._retry import Backoff
@@ -100,8 +100,16 @@ class PostgresSaver:
 
     A saver's pool belongs to the event loop that opened it: use one saver per loop.
 
+    The first call opens the pool: it connects once first, waiting at most
+    `connect_timeout` seconds (unless the connection string sets its own), and raises
+    `SaverConnectionError` with the server's own error (a wrong database, host, socket,
+    user or password) naming the target without its password, instead of letting the
+    pool retry in the background. A later call tries again.
+
     Raises `ImportError` naming the extra to install when psycopg is missing,
-    `ValueError` for a negative `retry_attempts` or `retry_max_delay`.
+    `ValueError` for a negative `retry_attempts` or `retry_max_delay`, a connection
+    string that cannot be parsed or a `connect_timeout` that is not a whole number of
+    seconds >= 1.
     """
 
     def __init__(
@@ -112,9 +120,10 @@ class PostgresSaver:
         serde: Any = None,
         retry_attempts: int = 4,
         retry_max_delay: float = 1.0,
+        connect_timeout: int = 5,
     ) -> None:
         try:
-            import psycopg  # noqa: F401
+            from psycopg.conninfo import conninfo_to_dict
             from psycopg_pool import AsyncConnectionPool
         except ImportError as error:
             raise ImportError(
@@ -124,8 +133,20 @@ class PostgresSaver:
         self.serde = serde
         """The codec the engine uses for this saver's values (`None`: the default)."""
         self._backoff = Backoff(retry_attempts, retry_max_delay)
+        if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, int):
+            raise ValueError(f"connect_timeout must be an int of seconds, not {connect_timeout!r}")
+        if connect_timeout < 1:
+            raise ValueError(f"connect_timeout must be >= 1 second, not {connect_timeout}")
+        self._connect_timeout = connect_timeout
+        self._conninfo = conninfo if isinstance(conninfo, str) else ""
+        self._target = ""
         self._owns_pool = isinstance(conninfo, str)
         if isinstance(conninfo, str):
+            try:
+                params = conninfo_to_dict(conninfo)
+            except Exception as error:  # psycopg.ProgrammingError
+                raise ValueError(f"invalid PostgreSQL connection string: {error}") from None
+            self._target = _describe_target(params)
             self._pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
                 conninfo,
                 min_size=1,
@@ -368,7 +389,10 @@ class _OpeningConnection:
         saver = self._saver
         async with saver._opening:  # the pool's open(wait=True) is not reentrant
             if not saver._opened:
-                await saver._pool.open(wait=True)
+                # One connection first: a wrong URL fails now with the server's error,
+                # where the pool would retry in the background until its timeout.
+                await _try_connect(saver._conninfo, saver._target, saver._connect_timeout)
+                await saver._pool.open(wait=True, timeout=saver._connect_timeout * 2)
                 saver._opened = True
         self._context = saver._pool.connection()
         connection: AsyncConnection[Any] = await self._context.__aenter__()
@@ -410,6 +434,30 @@ def _transient(error: BaseException) -> str | None:
     if state is None or state.startswith("08") or state in _SHUTDOWN_STATES:
         return "connection"
     return None
+
+
+def _describe_target(params: dict[str, Any]) -> str:
+    """The connection parameters that say where, never the password."""
+    shown = {k: v for k, v in params.items() if k in ("host", "hostaddr", "port", "dbname", "user")}
+    if not shown:
+        return "(libpq defaults: PGHOST, PGDATABASE, ...)"
+    return " ".join(f"{key}={value}" for key, value in shown.items())
+
+
+async def _try_connect(conninfo: str, target: str, timeout: int) -> None:
+    """Open and close one connection; `SaverConnectionError` with the server's reason."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    options: dict[str, Any] = {}
+    if "connect_timeout" not in conninfo_to_dict(conninfo):
+        options["connect_timeout"] = timeout
+    try:
+        connection = await psycopg.AsyncConnection.connect(conninfo, **options)
+    except psycopg.OperationalError as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise SaverConnectionError(target, reason) from error
+    await connection.close()
 
 
 def _reraise(error: Exception) -> NoReturn:

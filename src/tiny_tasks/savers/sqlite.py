@@ -68,7 +68,9 @@ class SqliteSaver:
     event loops in any threads; calls run in the order they were made, and each
     resolves on the loop that awaited it. A call cancelled before the thread reaches
     it is not applied; once started, a write completes. Close the saver with
-    `await saver.close()` or `async with`. Do not carry it across `os.fork()`.
+    `await saver.close()` or `async with`, or from synchronous code (a script using
+    `invoke_sync`) with `saver.close_sync()` or `with`. Do not carry it across
+    `os.fork()`.
 
     Raises `ValueError` for an unknown `synchronous` level, a negative `busy_timeout`,
     `retry_attempts` or `retry_max_delay`, or an in-memory path (each connection would
@@ -245,6 +247,37 @@ class SqliteSaver:
             self._thread.join()  # returns at once: the thread ends after resolving `stopped`
         self._close_wakers(loop)
 
+    def close_sync(self) -> None:
+        """`close` for synchronous code: finish the queued calls, close, stop the thread.
+
+        Blocks until the saver's thread has ended. Calling it again (or `close`) does
+        nothing. Calls made after it raise `RuntimeError`.
+        """
+        with self._wakers_lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._inline is not None:
+            self._inline.close()
+        if self._thread.stop(None, None):
+            self._thread.join()
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        self._close_wakers(current)
+
+    def __enter__(self) -> SqliteSaver:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close_sync()
+
     async def __aenter__(self) -> SqliteSaver:
         return self
 
@@ -264,7 +297,8 @@ class SqliteSaver:
         if getattr(self, "_closed", True) or not hasattr(self, "_thread"):
             return
         warnings.warn(
-            f"{self!r} was never closed; await saver.close() or use 'async with'",
+            f"{self!r} was never closed; await saver.close() or use 'async with' (from "
+            "synchronous code: saver.close_sync() or 'with')",
             ResourceWarning,
             stacklevel=1,
             source=self,
