@@ -2,8 +2,9 @@
 
 A checkpoint holds a small `state` blob (the pending interrupts), rewritten on every
 write, and an append-only list of entries, each encoded once: the input, answers,
-step results, finished children, and voids (an answer withdrawn because the resume that
-gave it was refused after it had been written). Replay matches them by site id.
+step results, finished children, and voids (an answer or child result withdrawn because
+the resume that led to it was refused after it was written). Replay matches them by site
+id; entries are read in order, so an answer given again after a void counts.
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
                 steps[site] = _step_record(entry)
             elif kind == "child":
                 children[site] = _child_record(entry)
-            elif kind == "void":
+            elif kind == "void":  # a refused resume's answer or child result
                 answers.pop(site, None)
+                children.pop(site, None)
             else:
                 raise ValueError(
                     f"unknown entry kind {kind!r}; was the run written by a newer version "

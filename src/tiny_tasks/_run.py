@@ -89,6 +89,7 @@ class Run:
         # answers, written with the run's first write (`None` once written).
         self._paused_on: dict[str, Any] | None = None
         self._answered: list[str] = []
+        self._children_written: list[str] = []
         self.deferred: tuple[bytes, ...] | None = None
         self._state = b""
         # Set by the first saver call that failed: the run's stored version is unknown
@@ -284,6 +285,7 @@ class Run:
         encoded = self._encode(entry, f"the partials and result of task {site_id!r}")
         self.journal.children[site_id] = ChildRecord(partials, result)
         await self.write("running", (encoded,))
+        self._children_written.append(site_id)
 
     def _encode(self, value: Any, what: str) -> bytes:
         try:
@@ -376,7 +378,8 @@ class Run:
 
         If the resume's answers were not written yet, nothing is written at all. If they
         were, one write stores the run paused on the same interrupts and appends a void
-        entry for each answer, so no later load counts them.
+        entry for each answer and each child result recorded since (a child's result may
+        carry an answer), so no later load counts them. Step results stay: they ran.
         """
         paused_on = self._paused_on
         if paused_on is None or not self.saving:
@@ -386,8 +389,8 @@ class Run:
             self.deferred = None
             return
         voids = tuple(
-            self._encode({"k": "void", "s": site}, f"the withdrawal of answer {site}")
-            for site in self._answered
+            self._encode({"k": "void", "s": site}, f"the withdrawal of {site!r}")
+            for site in (*self._answered, *self._children_written)
         )
         self.journal.pending = paused_on
         async with self.lock:
