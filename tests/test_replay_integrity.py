@@ -36,8 +36,8 @@ from tiny_tasks.serde import default_serializer
 
 sys.path.insert(0, str(Path(__file__).parent / "savers"))
 
-from postgres_server import PostgresServer  # noqa: E402
-from saver_kinds import SAVER_KINDS, make_saver  # noqa: E402
+from postgres_server import PostgresServer
+from saver_kinds import SAVER_KINDS, make_saver
 
 
 @pytest.fixture(scope="module")
@@ -365,7 +365,8 @@ async def test_another_task_cannot_call_or_resume_a_stored_run(
             await collect(attempt)
         assert isinstance(caught.value, TinyTasksError)
         assert (caught.value.stored_task, caught.value.given_task) == ("wf", "other")
-        assert "'wf'" in str(caught.value) and "'other'" in str(caught.value)
+        assert "'wf'" in str(caught.value)
+        assert "'other'" in str(caught.value)
         assert "'shared'" in str(caught.value)
     assert await stored(saver, "shared") == before
 
