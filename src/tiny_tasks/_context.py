@@ -55,12 +55,15 @@ class Frame:
         self.next_index = 0
         self.emitted: deque[Any] = deque()
 
-    def allocate(self, label: str) -> tuple[str, tuple[int, ...]]:
-        """The site id and sort key of the next effect called from this frame."""
+    def allocate(self, label: str, kind: str) -> tuple[str, tuple[int, ...]]:
+        """The site id and sort key of the next effect called from this frame.
+
+        `kind` is "interrupt", "step" or "task"; replay checks it against the journal.
+        """
         index = self.next_index
         self.next_index = index + 1
         site_id = f"{self.path}/{label}#{index}"
-        self.run.visit(site_id, self.path, index)
+        self.run.visit(site_id, self.path, index, kind)
         return site_id, (*self.order, index)
 
 
@@ -115,7 +118,7 @@ def emit(value: Any) -> None:
 
 
 def _interrupt(frame: Frame, value: Any) -> Any:
-    site_id, order = frame.allocate("interrupt")
+    site_id, order = frame.allocate("interrupt", "interrupt")
     run = frame.run
     answers = run.journal.answers
     if site_id in answers:

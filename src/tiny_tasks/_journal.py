@@ -2,7 +2,9 @@
 
 A checkpoint holds a small `state` blob (the pending interrupts), rewritten on every
 write, and an append-only list of entries, each encoded once: the input, answers,
-step results and finished children. Replay matches them by site id.
+step results, finished children, and voids (an answer or child result withdrawn because
+the resume that led to it was refused after it was written). Replay matches them by site
+id; entries are read in order, so an answer given again after a void counts.
 """
 
 from __future__ import annotations
@@ -43,10 +45,6 @@ class Journal:
     steps: dict[str, StepRecord] = field(default_factory=dict)
     children: dict[str, ChildRecord] = field(default_factory=dict)
     pending: dict[str, Any] = field(default_factory=dict)
-
-    def recorded_sites(self) -> list[str]:
-        """Every site id the journal holds something for, pending interrupts included."""
-        return [*self.answers, *self.steps, *self.children, *self.pending]
 
 
 def encode_entry(serde: Serializer, entry: dict[str, Any]) -> bytes:
@@ -91,6 +89,9 @@ def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
                 steps[site] = _step_record(entry)
             elif kind == "child":
                 children[site] = _child_record(entry)
+            elif kind == "void":  # a refused resume's answer or child result
+                answers.pop(site, None)
+                children.pop(site, None)
             else:
                 raise ValueError(
                     f"unknown entry kind {kind!r}; was the run written by a newer version "
@@ -111,10 +112,6 @@ def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
         except (KeyError, TypeError, ValueError) as exc:
             raise _damaged(run_id, "state", exc) from exc
         journal.pending = pending
-        # A resume records its answer before replaying; if the replay was refused, the
-        # run was stored paused again on the same interrupt: the answer does not count.
-        for site in pending:
-            answers.pop(site, None)
     elif checkpoint.status == "paused":
         raise _damaged(run_id, "state", ValueError("a paused run with no pending interrupts"))
     return journal

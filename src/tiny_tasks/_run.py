@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, NoReturn
 
 from ._journal import ChildRecord, Journal, StepRecord, decode_journal, encode_entry, encode_state
@@ -20,6 +20,7 @@ from .errors import (
     ReplayMismatchError,
     SerializationError,
     StorageError,
+    TaskMismatchError,
     TinyTasksError,
     UnknownInterruptError,
 )
@@ -76,11 +77,20 @@ class Run:
         self.resume_values: list[Any] = []
         self.hosts: dict[object, asyncio.Task[Any]] = {}
         self._pending: dict[str, tuple[tuple[int, ...], Any]] = {}
-        self._positions: dict[str, str] = {}
+        # Replay checks: `path#index` -> (recorded site, kind), ancestors of recorded
+        # sites included; each frame's recorded sites; the sites replay has reached.
+        self._positions: dict[str, tuple[str, str]] = {}
+        self._by_frame: dict[str, list[str]] = {}
         self._visited: set[str] = set()
-        self._recorded: frozenset[str] = frozenset()
-        self._replayed_children: list[str] = []
+        # Frames the pause unwound (not those its cancellation cut short).
+        self._unwound: list[str] = []
+        self.mismatch: ReplayMismatchError | None = None
+        # A resume: the interrupts it found pending, the sites it answers, and the encoded
+        # answers, written with the run's first write (`None` once written).
         self._paused_on: dict[str, Any] | None = None
+        self._answered: list[str] = []
+        self._children_written: list[str] = []
+        self.deferred: tuple[bytes, ...] | None = None
         self._state = b""
         # Set by the first saver call that failed: the run's stored version is unknown
         # from then on, so nothing more is written to it in this attempt.
@@ -115,7 +125,10 @@ class Run:
             stored: Checkpoint | None = await resolve(self.saver.load(self.run_id))
         except Exception as error:
             self.fail_storage(error, "load")
-        if stored is None or stored.status in ("done", "failed"):
+        finished = stored is None or stored.status in ("done", "failed")
+        if stored is not None and not finished and stored.task_name != self.task_name:
+            raise TaskMismatchError(self.run_id, stored.task_name, self.task_name)
+        if stored is None or finished:
             if command is not None:
                 raise NoCheckpointError(self.run_id)
             await self._create(None if given is NO_INPUT else given, stored)
@@ -123,11 +136,10 @@ class Run:
         self.journal = decode_journal(stored, self.serde)
         self.version = stored.version
         self.delivered = stored.delivered
-        self._recorded = frozenset(self.journal.recorded_sites())
-        self._positions = _positions(self._recorded)
+        self._positions, self._by_frame = _positions(self.journal)
         self.resume_values = list(self.journal.answers.values())
         if command is not None:
-            await self._answer(command, stored)
+            self._answer(command, stored)
             return None
         if given is not NO_INPUT and given != self.journal.input:
             raise InputMismatchError(self.run_id, self.journal.input, given)
@@ -146,7 +158,7 @@ class Run:
                 self.fail_storage(error, "delete")
         await self.write("running", (entry,), create=True)
 
-    async def _answer(self, command: Command, stored: Checkpoint) -> None:
+    def _answer(self, command: Command, stored: Checkpoint) -> None:
         pending = list(self.journal.pending)
         self._paused_on = dict(self.journal.pending)
         if stored.status != "paused" or not pending:
@@ -166,40 +178,72 @@ class Run:
             answers = {pending[0]: command.resume}
         else:
             raise AmbiguousResumeError(self.run_id, pending)
-        entries = []
+        # Encoded first, so an unstorable answer is refused before anything changes. Not
+        # written yet: replay must first show it still lines up with the journal.
+        entries = tuple(
+            self._encode({"k": "answer", "s": site, "v": value}, f"answer {site}")
+            for site, value in answers.items()
+        )
         for site, value in answers.items():
-            entries.append(self._encode({"k": "answer", "s": site, "v": value}, f"answer {site}"))
             self.journal.answers[site] = value
             self.resume_values.append(value)
+        self._answered = list(answers)
         self.journal.pending = {}
-        await self.write("running", tuple(entries))
+        self.deferred = entries
 
     # -- replay bookkeeping -------------------------------------------------------
 
-    def visit(self, site_id: str, path: str, index: int) -> None:
-        """Note that replay reached `site_id`; raise if the journal has another site there."""
+    def visit(self, site_id: str, path: str, index: int, kind: str) -> None:
+        """Note that replay reached `site_id`; refuse it if the journal has another site
+        (or another kind of effect) at its position."""
         positions = self._positions
         if positions:
-            if site_id not in self._recorded:
-                recorded = positions.get(f"{path}#{index}")
-                if recorded is not None:
-                    raise ReplayMismatchError(self.run_id, site_id, repr(recorded), repr(site_id))
-            self._visited.add(site_id)
+            recorded = positions.get(f"{path}#{index}")
+            if recorded is not None:
+                if recorded != (site_id, kind):
+                    self.refuse(
+                        ReplayMismatchError(
+                            self.run_id,
+                            site_id,
+                            f"{recorded[1]} {recorded[0]!r}",
+                            f"{kind} {site_id!r}",
+                        )
+                    )
+                self._visited.add(site_id)
 
-    def replayed_child(self, site_id: str) -> None:
-        """Everything recorded inside a child replayed from the journal counts as reached."""
-        self._replayed_children.append(site_id + "/")
+    def check_frame(self, path: str, how: str) -> None:
+        """A frame ended by itself: refuse it if it left a recorded site unreached."""
+        sites = self._by_frame.get(path)
+        if sites:
+            visited = self._visited
+            for site in sites:
+                if site not in visited:
+                    kind = self._positions[_position_of(site)][1]
+                    self.refuse(
+                        ReplayMismatchError(
+                            self.run_id, site, f"{kind} {site!r} in the journal", how
+                        )
+                    )
 
-    def check_fully_replayed(self) -> None:
-        """At completion: every recorded site must have been reached again."""
-        if not self._positions:
-            return
-        prefixes = tuple(self._replayed_children)
-        for site in self._positions.values():
-            if site not in self._visited and not (prefixes and site.startswith(prefixes)):
-                raise ReplayMismatchError(
-                    self.run_id, site, f"{site!r} in the journal", "no such site on replay"
-                )
+    def unwound(self, path: str) -> None:
+        """Note that the pause unwound the frame at `path` (checked before pausing)."""
+        self._unwound.append(path)
+
+    def check_pause(self, top: str, interrupts: list[Interrupt]) -> None:
+        """Before a pause is stored: every frame the pause unwound reached its recorded
+        sites (frames cut short by cancelling siblings are not checked)."""
+        if self._positions:
+            how = f"the run paused at {interrupts[0].id!r} before reaching it"
+            for path in (top, *self._unwound):
+                self.check_frame(path, how)
+        if self.mismatch is not None:
+            raise self.mismatch
+
+    def refuse(self, error: ReplayMismatchError) -> NoReturn:
+        """Raise `error`; the run stays refused even if user code catches it."""
+        if self.mismatch is None:
+            self.mismatch = error
+        raise error
 
     # -- interrupts ---------------------------------------------------------------
 
@@ -241,6 +285,7 @@ class Run:
         encoded = self._encode(entry, f"the partials and result of task {site_id!r}")
         self.journal.children[site_id] = ChildRecord(partials, result)
         await self.write("running", (encoded,))
+        self._children_written.append(site_id)
 
     def _encode(self, value: Any, what: str) -> bytes:
         try:
@@ -257,10 +302,36 @@ class Run:
     async def write(
         self, status: RunStatus, entries: tuple[bytes, ...] = (), *, create: bool = False
     ) -> None:
-        """Save fields, state and new entries with compare-and-swap on the version."""
-        saver = self.saver
-        if saver is None:
+        """Save fields, state and new entries with compare-and-swap on the version.
+
+        A resume's deferred answers go with the first write; after a replay mismatch
+        nothing is written but `put_back`.
+        """
+        if self.saver is None:
             return
+        if self.mismatch is not None:
+            raise self.mismatch
+        async with self.lock:
+            await self._save(status, entries, create)
+
+    async def claim(self) -> None:
+        """Write a resume's answers now (before a new effect); a no-op once written.
+
+        The compare-and-swap on the version read at the start makes this the point where
+        of two workers resuming the same run exactly one goes on.
+        """
+        if self.mismatch is not None:
+            raise self.mismatch
+        async with self.lock:
+            if self.deferred is not None:
+                await self._save("running", (), False)
+
+    async def _save(self, status: RunStatus, entries: tuple[bytes, ...], create: bool) -> None:
+        saver = self.saver
+        assert saver is not None
+        deferred = self.deferred
+        if deferred is not None:
+            entries = deferred + entries
         pending = self.journal.pending
         if status == "paused" or not self._state:
             self._state = encode_state(self.serde, list(pending.items()))
@@ -273,14 +344,14 @@ class Run:
             self._state,
             entries,
         )
-        async with self.lock:
-            if self.failure is not None:
-                raise self.failure
-            expected = None if create else self.version
-            try:
-                self.version = await resolve(saver.save(write, expected))
-            except Exception as error:
-                self.fail_storage(error, "save")
+        if self.failure is not None:
+            raise self.failure
+        expected = None if create else self.version
+        try:
+            self.version = await resolve(saver.save(write, expected))
+        except Exception as error:
+            self.fail_storage(error, "save")
+        self.deferred = None
 
     async def mark_delivered(self, delivered: int) -> None:
         """Record that the consumer has been given `delivered` partials."""
@@ -303,14 +374,37 @@ class Run:
         await self.write("paused")
 
     async def put_back(self) -> None:
-        """After a replay that could not go on: store the run as paused as it was, if it was."""
-        if self._paused_on is not None and self.saving:
-            self.journal.pending = self._paused_on
-            await self.write("paused")
+        """After a replay that could not go on: store the run as paused as it was, if it was.
+
+        If the resume's answers were not written yet, nothing is written at all. If they
+        were, one write stores the run paused on the same interrupts and appends a void
+        entry for each answer and each child result recorded since (a child's result may
+        carry an answer), so no later load counts them. Step results stay: they ran.
+        """
+        paused_on = self._paused_on
+        if paused_on is None or not self.saving:
+            return
+        self._paused_on = None
+        if self.deferred is not None:
+            self.deferred = None
+            return
+        voids = tuple(
+            self._encode({"k": "void", "s": site}, f"the withdrawal of {site!r}")
+            for site in (*self._answered, *self._children_written)
+        )
+        self.journal.pending = paused_on
+        async with self.lock:
+            await self._save("paused", voids, False)
 
     async def forget(self) -> None:
-        """Delete the run's checkpoint (it finished or failed)."""
+        """Delete the run's checkpoint (it finished or failed).
+
+        A resume writes its answers first: the compare-and-swap lets only one of two
+        workers resuming the same run finish it.
+        """
         if self.saver is not None:
+            if self.deferred is not None:
+                await self.claim()
             try:
                 await resolve(self.saver.delete(self.run_id))
             except Exception as error:
@@ -331,11 +425,37 @@ class Run:
         raise self.failure
 
 
-def _positions(sites: Iterable[str]) -> dict[str, str]:
-    """Map `parent_path#index` to the recorded site id there (for mismatch checks)."""
-    positions = {}
-    for site in sites:
-        parent, _, leaf = site.rpartition("/")
-        index = leaf.rpartition("#")[2]
-        positions[f"{parent}#{index}"] = site
-    return positions
+def _position_of(site: str) -> str:
+    parent, _, leaf = site.rpartition("/")
+    return f"{parent}#{leaf.rpartition('#')[2]}"
+
+
+def _positions(journal: Journal) -> tuple[dict[str, tuple[str, str]], dict[str, list[str]]]:
+    """Map `parent_path#index` to the recorded (site id, kind) there, and each frame's
+    path to its recorded sites.
+
+    A recorded site also records its ancestors: `wf/b#0/interrupt#1` says that position
+    `wf#0` holds the task `wf/b#0`, so replay calling another task there is refused at once.
+    """
+    positions: dict[str, tuple[str, str]] = {}
+    by_frame: dict[str, list[str]] = {}
+    kinds = (
+        (journal.answers, "interrupt"),
+        (journal.pending, "interrupt"),
+        (journal.steps, "step"),
+        (journal.children, "task"),
+    )
+    for recorded, leaf_kind in kinds:
+        for leaf_site in recorded:
+            site, kind = leaf_site, leaf_kind
+            while True:
+                parent, slash, leaf = site.rpartition("/")
+                if not slash:
+                    break
+                position = f"{parent}#{leaf.rpartition('#')[2]}"
+                if position in positions:
+                    break  # this site and its ancestors are in already
+                positions[position] = (site, kind)
+                by_frame.setdefault(parent, []).append(site)
+                site, kind = parent, "task"
+    return positions, by_frame

@@ -152,7 +152,7 @@ def start_step(
     _check_timeout(timeout)
     label = str(name or getattr(fn, "__name__", None) or "step")
     label = label.replace("/", "_").replace("#", "_")
-    site_id, _ = frame.allocate(label)
+    site_id, _ = frame.allocate(label, "step")
     in_thread = thread is not False
     return _run_step(frame, site_id, fn, args, kwargs, retry or _NO_RETRY, timeout, in_thread)
 
@@ -207,13 +207,17 @@ async def _run_step(
     recorded = run.journal.steps.get(site_id)
     if recorded is not None:
         if recorded.args_hash is not None and args_hash not in (None, recorded.args_hash):
-            raise ReplayMismatchError(
-                run.run_id,
-                site_id,
-                f"a call with arguments hash {recorded.args_hash}",
-                f"a call with arguments hash {args_hash} (other arguments)",
+            run.refuse(
+                ReplayMismatchError(
+                    run.run_id,
+                    site_id,
+                    f"a call with arguments hash {recorded.args_hash}",
+                    f"a call with arguments hash {args_hash} (other arguments)",
+                )
             )
         return _replay(site_id, recorded)
+    if run.deferred is not None:
+        await run.claim()  # a resume's answers are written before its first new effect
     token = _current.set(IN_STEP)  # a step is opaque: no interrupts or nested runs in it
     try:
         value, error = await _attempt_all(fn, args, kwargs, policy, timeout, thread)

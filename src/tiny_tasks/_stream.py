@@ -110,7 +110,7 @@ class TaskStream(Generic[Out, P]):
             # Part of the enclosing run, whatever run options were passed (as in the seed).
             self._run = parent.run
             self.run_id = self._run.run_id
-            self._site, order = parent.allocate(_label(task_name))
+            self._site, order = parent.allocate(_label(task_name), "task")
             self._frame = Frame(self._run, self._site, order)
         self._snapshot: Snapshot = self._run.snapshot()
 
@@ -185,6 +185,12 @@ class TaskStream(Generic[Out, P]):
         run.delivered = self._produced
         if run.failure is not None:  # the body went on after a storage error
             await self._stop_on(run.failure)
+        if run.deferred is not None:  # a resume's first new partial: its answers go too
+            try:
+                await run.claim()
+            except BaseException as error:
+                await self._stop_on(error)
+            return
         if not run.each_delivery:
             return  # written along with the run's next write
         if run.mark_sync is not None:
@@ -241,6 +247,7 @@ class TaskStream(Generic[Out, P]):
             self._agen is not None
             and self._parent is None
             and self._produced >= self._skip
+            and run.deferred is None
             and (not run.saving or run.mark is not None or not run.each_delivery)
         ):
             self._hot = self._agen
@@ -321,7 +328,6 @@ class TaskStream(Generic[Out, P]):
         self._agen = async_generator_of(self._body)
 
     def _start_replay(self, recorded: ChildRecord) -> None:
-        self._run.replayed_child(self._site)
         self._replay = deque(recorded.partials)
         self.result = recorded.result
 
@@ -340,13 +346,16 @@ class TaskStream(Generic[Out, P]):
         self.result = result
         if self._parent is not None:
             run.hosts.pop(self, None)
+            run.check_frame(self._site, f"task {self._site!r} returned without reaching it")
             if self._recorded is not None:
                 await run.record_child(self._site, self._recorded, result)
             return
         if run.failure is not None:  # the body went on after a storage error
             raise run.failure
         try:
-            run.check_fully_replayed()
+            run.check_frame(self._site, f"task {self._site!r} returned without reaching it")
+            if run.mismatch is not None:  # found in a branch whose error the task caught
+                raise run.mismatch
         except ReplayMismatchError:
             await run.put_back()
             raise
@@ -358,6 +367,10 @@ class TaskStream(Generic[Out, P]):
         run = self._run
         if self._parent is not None:
             run.hosts.pop(self, None)
+            if _is_pause(error):
+                run.unwound(self._site)
+            elif _own_failure(error) and run.failure is None:
+                run.check_frame(self._site, f"task {self._site!r} raised before reaching it")
             raise error
         await self._stop_children()
         if run.failure is not None:  # whatever the body did after it, storage failed
@@ -366,13 +379,26 @@ class TaskStream(Generic[Out, P]):
             interrupts = run.take_pending()
             if not interrupts:  # the pause was swallowed and re-raised oddly; nothing to save
                 raise error
+            try:
+                run.check_pause(self._site, interrupts)
+            except ReplayMismatchError:
+                await run.put_back()
+                raise
             await run.pause(interrupts)
             self._queue_interrupts(interrupts)
             return _PAUSED
         # Only the task's own failure ends the run. Cancellation, KeyboardInterrupt and
         # SystemExit stop this worker, as a crash would: the run stays continuable.
         if run.saving and isinstance(error, Exception):
-            if not isinstance(error, _KEEP_CHECKPOINT):
+            if _own_failure(error):
+                try:
+                    # A failure before a recorded site is replay gone elsewhere, not an end.
+                    run.check_frame(self._site, f"task {self._site!r} raised before reaching it")
+                    if run.mismatch is not None:
+                        raise run.mismatch
+                except ReplayMismatchError:
+                    await run.put_back()
+                    raise
                 await run.forget()
             elif not isinstance(error, RunConflictError):
                 await run.put_back()
@@ -414,7 +440,13 @@ class TaskStream(Generic[Out, P]):
             if self._parent is None:
                 await self._stop_children()
                 run = self._run
-                if was_running and run.saving and not run.each_delivery and not run.failure:
+                if (
+                    was_running
+                    and run.saving
+                    and not run.each_delivery
+                    and not run.failure
+                    and run.deferred is None
+                ):
                     await run.write("running")  # keep this attempt's delivered count
         finally:
             if self._body is not None:
@@ -437,6 +469,12 @@ def _is_pause(error: BaseException) -> bool:
         _, other = rest.split(asyncio.CancelledError)
         return other is None
     return False
+
+
+def _own_failure(error: BaseException) -> bool:
+    """An exception that ends the run as failed (not a pause, a cancellation, or an
+    error that says the stored run is still good)."""
+    return isinstance(error, Exception) and not isinstance(error, _KEEP_CHECKPOINT)
 
 
 def _label(name: str) -> str:

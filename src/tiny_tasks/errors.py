@@ -27,6 +27,7 @@ __all__ = [
     "StorageError",
     "TaskDefinitionError",
     "TaskInterrupted",
+    "TaskMismatchError",
     "TinyTasksError",
     "UnknownInterruptError",
     "UnknownTypeError",
@@ -109,7 +110,9 @@ class RunConflictError(TinyTasksError):
 
 
 class ReplayMismatchError(TinyTasksError):
-    """Replay does not line up with the run's journal (the code changed)."""
+    """Replay does not line up with the run's journal (the code changed, or is not
+    deterministic): it reached another effect where one is recorded, or left a recorded
+    one behind (a task that ended, or a run that paused, before reaching it)."""
 
     def __init__(self, run_id: str, site_id: str, recorded: str, found: str) -> None:
         self.run_id = run_id
@@ -119,9 +122,23 @@ class ReplayMismatchError(TinyTasksError):
         super().__init__(
             f"replay of run {run_id!r} does not match its journal at site {site_id!r}: "
             f"recorded {recorded}, found {found}. The task's code changed between the "
-            "pause and the resume; restore the old code to finish this run, or delete "
-            "the run and start it again. The run's checkpoint was kept (a paused run "
-            "stays paused on the same interrupts)."
+            "pause and the resume (or it is not deterministic); restore the old code to "
+            "finish this run, or delete the run and start it again. A paused run stays "
+            "paused on the same interrupts, and answers given with this resume do not count."
+        )
+
+
+class TaskMismatchError(TinyTasksError, ValueError):
+    """A task was called or resumed with the run id of a stored run of another task."""
+
+    def __init__(self, run_id: str, stored_task: str, given_task: str) -> None:
+        self.run_id = run_id
+        self.stored_task = stored_task
+        self.given_task = given_task
+        super().__init__(
+            f"run {run_id!r} belongs to task {stored_task!r}, not to task {given_task!r}; "
+            f"call or resume {stored_task!r} to continue it, give {given_task!r} another "
+            "run_id, or delete the run first. The stored run was not changed."
         )
 
 
