@@ -29,6 +29,10 @@ class CountingSaver(MemorySaver):
         self.marks += 1
         return super().mark_delivered(run_id, delivered, expected_version)
 
+    def append_partial(self, run_id: str, seq: int, data: bytes, expected_version: int) -> int:
+        self.marks += 1
+        return super().append_partial(run_id, seq, data, expected_version)
+
     def save(self, write: Any, expected_version: int | None) -> int:
         self.saves += 1
         return super().save(write, expected_version)
@@ -40,6 +44,7 @@ async def test_exactly_once_writes_once_per_partial() -> None:
     assert [e.partial for e in events[:-1]] == [0, 1, 2, 3, 4]
     assert saver.marks == 5
     assert saver.saves == 2  # created, paused
+    assert saver.load_partials("r") == [(n, b"%d" % n) for n in range(5)]
 
 
 async def test_at_least_once_writes_no_partial_but_keeps_the_count_at_the_pause() -> None:
@@ -49,6 +54,7 @@ async def test_at_least_once_writes_no_partial_but_keeps_the_count_at_the_pause(
     assert [e.partial for e in events[:-1]] == [0, 1, 2, 3, 4]
     assert saver.marks == 0
     assert saver.saves == 2
+    assert saver.load_partials("r") == []  # nothing stored per partial
     stored = saver.load("r")
     assert stored is not None
     assert (stored.status, stored.delivered) == ("paused", 5)

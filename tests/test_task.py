@@ -339,9 +339,11 @@ def test_snapshot_shows_its_state() -> None:
     snapshot = Snapshot(["a"], "demo", (Interrupt(1, "w/interrupt#1"),))
 
     assert repr(snapshot) == (
-        "Snapshot(resume=['a'], run_id='demo', pending=(Interrupt(value=1, id='w/interrupt#1'),))"
+        "Snapshot(resume=['a'], run_id='demo', pending=(Interrupt(value=1, id='w/interrupt#1'),),"
+        " rewind=None)"
     )
     assert Snapshot().resume == []
+    assert Snapshot(rewind=3).rewind == 3
 
 
 def test_command_values() -> None:

@@ -41,6 +41,11 @@ class TaskStream(Generic[Out, P]):
     After the stream is exhausted, `result` holds the task's return value (`None` when
     it paused). Close it early with `await stream.aclose()`; the task's `finally`
     blocks run.
+
+    `rewind` is `None`, or the position from which this attempt's partials replace
+    those an earlier attempt delivered (see `Snapshot.rewind`). It is set by the first
+    event that carries it, or, when a re-run streams fewer partials than were
+    delivered and then ends, by the end of the stream.
     """
 
     __slots__ = (
@@ -67,6 +72,7 @@ class TaskStream(Generic[Out, P]):
         "_task_name",
         "interrupts",
         "result",
+        "rewind",
         "run_id",
     )
 
@@ -99,6 +105,7 @@ class TaskStream(Generic[Out, P]):
         self._state = "new"
         self.result: Out | None = None
         self.interrupts: list[Interrupt] = []
+        self.rewind: int | None = None
         parent = current_frame()
         self._parent = parent
         if parent is None:
@@ -141,18 +148,33 @@ class TaskStream(Generic[Out, P]):
             run = self._run
             if run.failure is not None:  # the body went on after a storage error
                 await self._stop_on(run.failure)
-            run.delivered = produced
             mark = self._mark
             if mark is None:
+                run.delivered = produced
                 return _event(Event, (partial, self._snapshot, None))
             try:
-                if run.mark_is_async:
-                    async with run.lock:
-                        if run.failure is not None:
-                            raise run.failure
-                        run.version = await mark(run.run_id, produced, run.version)
+                if run.logs:  # the stream log: the partial's content, at its position
+                    try:
+                        data = run.dumps(partial)
+                    except Exception as error:
+                        raise run.unstorable_partial(error, produced - 1) from error
+                    run.delivered = produced
+                    if run.mark_is_async:
+                        async with run.lock:
+                            if run.failure is not None:
+                                raise run.failure
+                            run.version = await mark(run.run_id, produced - 1, data, run.version)
+                    else:
+                        run.version = mark(run.run_id, produced - 1, data, run.version)
                 else:
-                    run.version = mark(run.run_id, produced, run.version)
+                    run.delivered = produced
+                    if run.mark_is_async:
+                        async with run.lock:
+                            if run.failure is not None:
+                                raise run.failure
+                            run.version = await mark(run.run_id, produced, run.version)
+                    else:
+                        run.version = mark(run.run_id, produced, run.version)
             except BaseException as error:
                 await self._stop_on(error)
         return _event(Event, (partial, self._snapshot, None))
@@ -161,7 +183,7 @@ class TaskStream(Generic[Out, P]):
         """A per-partial write failed: close the stream, then raise (a driver error as
         `StorageError`)."""
         try:
-            self._run.fail_storage(error, "mark_delivered")
+            self._run.fail_storage(error, self._run.mark_name)
         finally:
             await self.aclose()
 
@@ -182,24 +204,29 @@ class TaskStream(Generic[Out, P]):
         run = self._run
         if not run.saving:
             return
-        run.delivered = self._produced
         if run.failure is not None:  # the body went on after a storage error
             await self._stop_on(run.failure)
         if run.deferred is not None:  # a resume's first new partial: its answers go too
+            if not run.logs:
+                run.delivered = self._produced  # the count goes with them
             try:
                 await run.claim()
             except BaseException as error:
                 await self._stop_on(error)
-            return
+            if not run.logs:
+                return
+            # The stream log needs the partial's content too: a second write, once a resume.
         if not run.each_delivery:
+            run.delivered = self._produced
             return  # written along with the run's next write
-        if run.mark_sync is not None:
+        if run.mark_sync is not None and not run.logs:
+            run.delivered = self._produced
             try:
                 run.version = run.mark_sync(run.run_id, self._produced, run.version)
             except BaseException as error:
                 await self._stop_on(error)
         else:
-            await self._deliver_checkpointed()
+            await self._deliver_checkpointed(partial)
 
     async def _next_general(self) -> Event[P]:
         if self._state != "running" or self._outbox or self._replay is not None:
@@ -231,8 +258,11 @@ class TaskStream(Generic[Out, P]):
                     if self._recorded is not None:
                         self._recorded.append(partial)
                     return _event(Event, (partial, self._snapshot, None))
-                self._produced += 1
-                if self._produced > self._skip:
+                produced = self._produced = self._produced + 1
+                if produced > self._skip:
+                    break
+                if not await self._run.replays_delivered(produced - 1, partial):
+                    self._rewind(produced - 1)
                     break
         finally:
             _current.reset(token)
@@ -253,6 +283,19 @@ class TaskStream(Generic[Out, P]):
             self._hot = self._agen
             self._counts = run.saving
             self._mark = run.mark if run.each_delivery else None
+
+    def _rewind(self, seq: int) -> None:
+        """This attempt streams something else from partial `seq` on: say so, and
+        deliver from there (the stream log is overwritten from there too)."""
+        self._run.rewind_to(seq)
+        self._skip = seq
+        self.rewind = seq
+        self._snapshot = self._run.snapshot()
+
+    def _rewind_if_short(self) -> None:
+        """The run pauses or ends before regenerating every partial delivered before."""
+        if self._run.logs and self._produced < self._skip:
+            self._rewind(self._produced)
 
     async def _body_exit(self, error: BaseException) -> Any:
         """The body raised: hand out partials it emitted first, then finish, fail or pause."""
@@ -280,9 +323,9 @@ class TaskStream(Generic[Out, P]):
             return self._next_replayed()
         raise StopAsyncIteration
 
-    async def _deliver_checkpointed(self) -> None:
+    async def _deliver_checkpointed(self, partial: Any) -> None:
         try:
-            await self._run.mark_delivered(self._produced)
+            await self._run.mark_delivered(self._produced, partial)
         except BaseException:
             await self.aclose()
             raise
@@ -359,6 +402,7 @@ class TaskStream(Generic[Out, P]):
         except ReplayMismatchError:
             await run.put_back()
             raise
+        self._rewind_if_short()
         await run.forget()
 
     async def _fail_or_pause(self, error: BaseException) -> Any:
@@ -384,6 +428,7 @@ class TaskStream(Generic[Out, P]):
             except ReplayMismatchError:
                 await run.put_back()
                 raise
+            self._rewind_if_short()
             await run.pause(interrupts)
             self._queue_interrupts(interrupts)
             return _PAUSED

@@ -30,11 +30,20 @@ class Snapshot:
 
     `resume` lists the answers recorded so far, in the order they were given;
     `pending` the interrupts the run is waiting on (empty unless it paused).
+
+    `rewind` is `None` unless this attempt at the run streams something else than
+    what an earlier attempt delivered (a re-run task answered differently): then it is
+    the position `k` (0-based, in the run's whole stream) of the first partial that
+    differs, on every event of this attempt from that partial on. The partials from
+    position `k` on replace those the consumer received before: keep the first `k`,
+    drop the rest, and append what follows. Only with `delivery="exactly_once"` and a
+    checkpointer that keeps the stream log (all built-in savers do).
     """
 
     resume: list[Any] = field(default_factory=list)
     run_id: str = "default"
     pending: tuple[Interrupt, ...] = ()
+    rewind: int | None = None
 
 
 class Event(NamedTuple, Generic[P]):

@@ -34,6 +34,7 @@ __all__ = [
 
 T = TypeVar("T")
 _json_string = json.encoder.encode_basestring
+_INT_FAST = 1 << 63  # ints this small have a short decimal form (bigger ones: the codec)
 
 
 @runtime_checkable
@@ -120,8 +121,11 @@ class JsonSerializer:
         Raises `SerializationError` naming the type and place (e.g. ``value['items'][2]``)
         of a part that cannot be encoded.
         """
+        # Strings and ints first: a streamed partial is encoded before it is handed over.
         if type(value) is str:
             return _json_string(value).encode("utf-8", "surrogatepass")
+        if type(value) is int and -_INT_FAST < value < _INT_FAST:
+            return int.__repr__(value).encode()
         return self._codec.dumps(value)
 
     def loads(self, data: bytes) -> Any:

@@ -32,12 +32,18 @@ async def test_setup_is_idempotent_and_concurrent_calls_are_safe(postgres_dsn: s
         await asyncio.gather(first.setup(), second.setup(), first.setup())
         await second.setup()
 
-    assert await _fetch(postgres_dsn, "SELECT version FROM tiny_tasks_schema") == [(1,)]
+    versions = await _fetch(postgres_dsn, "SELECT version FROM tiny_tasks_schema ORDER BY 1")
+    assert versions == [(1,), (2,)]
     tables = await _fetch(
         postgres_dsn,
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
     )
-    assert tables == [("tiny_tasks_entries",), ("tiny_tasks_runs",), ("tiny_tasks_schema",)]
+    assert tables == [
+        ("tiny_tasks_entries",),
+        ("tiny_tasks_partials",),
+        ("tiny_tasks_runs",),
+        ("tiny_tasks_schema",),
+    ]
 
 
 async def test_using_a_saver_before_setup_says_to_call_setup(postgres_dsn: str) -> None:
@@ -56,9 +62,9 @@ async def test_setup_applies_new_migrations_to_an_older_schema(
     async with PostgresSaver(postgres_dsn) as saver:
         await saver.setup()
         await saver.save(_write("kept", b"entry"), None)
-    version_2 = ("ALTER TABLE tiny_tasks_runs ADD COLUMN owner text",)
-    monkeypatch.setattr(_postgres_schema, "MIGRATIONS", (*_postgres_schema.MIGRATIONS, version_2))
-    monkeypatch.setattr(_postgres_schema, "LATEST_VERSION", 2)
+    version_3 = ("ALTER TABLE tiny_tasks_runs ADD COLUMN owner text",)
+    monkeypatch.setattr(_postgres_schema, "MIGRATIONS", (*_postgres_schema.MIGRATIONS, version_3))
+    monkeypatch.setattr(_postgres_schema, "LATEST_VERSION", 3)
 
     async with PostgresSaver(postgres_dsn) as saver:
         await saver.setup()
@@ -67,18 +73,42 @@ async def test_setup_applies_new_migrations_to_an_older_schema(
     assert stored is not None
     assert stored.entries == (b"entry",)
     versions = await _fetch(postgres_dsn, "SELECT version FROM tiny_tasks_schema ORDER BY 1")
-    assert versions == [(1,), (2,)]
+    assert versions == [(1,), (2,), (3,)]
     assert await _fetch(postgres_dsn, "SELECT owner FROM tiny_tasks_runs") == [(None,)]
+
+
+async def test_a_version_1_schema_gets_the_stream_log(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patched:
+        patched.setattr(_postgres_schema, "MIGRATIONS", _postgres_schema.MIGRATIONS[:1])
+        patched.setattr(_postgres_schema, "LATEST_VERSION", 1)
+        async with PostgresSaver(postgres_dsn) as saver:
+            await saver.setup()
+            await saver.save(_write("kept", b"entry"), None)
+            assert await saver.mark_delivered("kept", 3, 1) == 2
+
+    async with PostgresSaver(postgres_dsn) as saver:
+        await saver.setup()
+        assert await saver.load_partials("kept") == []
+        assert await saver.append_partial("kept", 3, b"four", 2) == 3
+        stored = await saver.load("kept")
+        assert await saver.load_partials("kept") == [(3, b"four")]
+
+    assert stored is not None
+    assert (stored.entries, stored.delivered, stored.version) == ((b"entry",), 4, 3)
+    versions = await _fetch(postgres_dsn, "SELECT version FROM tiny_tasks_schema ORDER BY 1")
+    assert versions == [(1,), (2,)]
 
 
 async def test_a_schema_from_a_newer_version_is_refused(postgres_dsn: str) -> None:
     async with PostgresSaver(postgres_dsn) as saver:
         await saver.setup()
     async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as connection:
-        await connection.execute("INSERT INTO tiny_tasks_schema (version) VALUES (2)")
+        await connection.execute("INSERT INTO tiny_tasks_schema (version) VALUES (3)")
 
     async with PostgresSaver(postgres_dsn) as saver:
-        with pytest.raises(TinyTasksError, match="has checkpoint schema version 2, but this"):
+        with pytest.raises(TinyTasksError, match="has checkpoint schema version 3, but this"):
             await saver.setup()
 
 

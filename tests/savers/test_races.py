@@ -155,7 +155,7 @@ async def test_processes_creating_the_schema_at_once_all_succeed(
     async with saver:
         await saver.setup()
         assert await saver.list_runs() == []
-    assert await _schema_versions(kind, target) == [1]
+    assert await _schema_versions(kind, target) == [1, 2]
 
 
 async def test_sqlite_processes_opening_new_files_at_once_all_succeed(tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ async def test_sqlite_processes_opening_new_files_at_once_all_succeed(tmp_path: 
     )
 
     assert outcomes == {f"opener-{n}": "ok" for n in range(OPENERS)}
-    assert [await _schema_versions("sqlite", path) for path in paths] == [[1]] * len(paths)
+    assert [await _schema_versions("sqlite", path) for path in paths] == [[1, 2]] * len(paths)
 
 
 def _target(kind: str, request: pytest.FixtureRequest, path: Path) -> str:

@@ -78,7 +78,7 @@ def test_in_memory_databases_are_refused(path: str) -> None:
         SqliteSaver(path)
 
 
-async def test_a_new_database_is_at_schema_version_1(tmp_path: Path) -> None:
+async def test_a_new_database_is_at_schema_version_2(tmp_path: Path) -> None:
     async with SqliteSaver(tmp_path / "runs.db") as saver:
         await saver.setup()
     with closing(sqlite3.connect(tmp_path / "runs.db")) as connection:
@@ -86,9 +86,10 @@ async def test_a_new_database_is_at_schema_version_1(tmp_path: Path) -> None:
         tables = connection.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
         ).fetchall()
-    assert versions == [(1,)]
+    assert versions == [(1,), (2,)]
     assert tables == [
         ("tiny_tasks_entries",),
+        ("tiny_tasks_partials",),
         ("tiny_tasks_runs",),
         ("tiny_tasks_schema",),
         ("tiny_tasks_states",),
@@ -100,9 +101,9 @@ async def test_opening_an_older_database_applies_the_new_migrations(
 ) -> None:
     async with SqliteSaver(tmp_path / "runs.db") as saver:
         await saver.save(_write("kept", b"entry"), None)
-    version_2 = ("ALTER TABLE tiny_tasks_runs ADD COLUMN owner TEXT",)
-    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", (*_sqlite_schema.MIGRATIONS, version_2))
-    monkeypatch.setattr(_sqlite_schema, "LATEST_VERSION", 2)
+    version_3 = ("ALTER TABLE tiny_tasks_runs ADD COLUMN owner TEXT",)
+    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", (*_sqlite_schema.MIGRATIONS, version_3))
+    monkeypatch.setattr(_sqlite_schema, "LATEST_VERSION", 3)
 
     async with SqliteSaver(tmp_path / "runs.db") as saver:
         stored = await saver.load("kept")
@@ -112,18 +113,41 @@ async def test_opening_an_older_database_applies_the_new_migrations(
     with closing(sqlite3.connect(tmp_path / "runs.db")) as connection:
         versions = connection.execute("SELECT version FROM tiny_tasks_schema").fetchall()
         owner = connection.execute("SELECT owner FROM tiny_tasks_runs").fetchall()
-    assert versions == [(1,), (2,)]
+    assert versions == [(1,), (2,), (3,)]
     assert owner == [(None,)]
+
+
+async def test_a_version_1_database_gets_the_stream_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patched:
+        patched.setattr(_sqlite_schema, "MIGRATIONS", _sqlite_schema.MIGRATIONS[:1])
+        patched.setattr(_sqlite_schema, "LATEST_VERSION", 1)
+        async with SqliteSaver(tmp_path / "runs.db") as saver:
+            await saver.save(_write("kept", b"entry"), None)
+            assert await saver.mark_delivered("kept", 3, 1) == 2
+
+    async with SqliteSaver(tmp_path / "runs.db") as saver:
+        assert await saver.load_partials("kept") == []
+        assert await saver.append_partial("kept", 3, b"four", 2) == 3
+        stored = await saver.load("kept")
+        assert await saver.load_partials("kept") == [(3, b"four")]
+
+    assert stored is not None
+    assert (stored.entries, stored.delivered, stored.version) == ((b"entry",), 4, 3)
+    with closing(sqlite3.connect(tmp_path / "runs.db")) as connection:
+        versions = connection.execute("SELECT version FROM tiny_tasks_schema").fetchall()
+    assert versions == [(1,), (2,)]
 
 
 async def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     async with SqliteSaver(tmp_path / "runs.db") as saver:
         await saver.setup()
     with closing(sqlite3.connect(tmp_path / "runs.db")) as connection, connection:
-        connection.execute("INSERT INTO tiny_tasks_schema VALUES (2, 0.0)")
+        connection.execute("INSERT INTO tiny_tasks_schema VALUES (3, 0.0)")
 
     async with SqliteSaver(tmp_path / "runs.db") as saver:
-        with pytest.raises(TinyTasksError, match="has checkpoint schema version 2, but this"):
+        with pytest.raises(TinyTasksError, match="has checkpoint schema version 3, but this"):
             await saver.setup()
         with pytest.raises(TinyTasksError, match="upgrade tiny-tasks to open it"):
             await saver.load("any")

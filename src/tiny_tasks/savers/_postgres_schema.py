@@ -47,6 +47,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX tiny_tasks_runs_by_task_name"
         " ON tiny_tasks_runs (task_name, created_at, run_id)",
     ),
+    # Version 2: the stream log, the content of each partial delivered with exactly-once
+    # delivery, keyed by its position. Rows at or after the run's `delivered` count are
+    # stale (a re-run replaced them) and never read; `append_partial` overwrites them.
+    (
+        """CREATE TABLE tiny_tasks_partials (
+            run_id text COLLATE "C" NOT NULL,
+            seq bigint NOT NULL,
+            data bytea NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        )""",
+    ),
 )
 """Migration `i` brings the schema from version `i` to version `i + 1`."""
 

@@ -23,6 +23,15 @@ _MARK_DELIVERED = (
     "UPDATE tiny_tasks_runs SET delivered = ?, version = version + 1, updated_at = ?"
     " WHERE run_id = ? AND version = ?"
 )
+# The log holds only partials below `delivered`: appending at `seq` cuts it there.
+_CUT_AFTER = "DELETE FROM tiny_tasks_partials WHERE run_id = ? AND seq > ?"
+_CUT_FROM = "DELETE FROM tiny_tasks_partials WHERE run_id = ? AND seq >= ?"
+_APPEND_PARTIAL = "INSERT OR REPLACE INTO tiny_tasks_partials (run_id, seq, data) VALUES (?, ?, ?)"
+# Rows at or after `delivered` are stale: a later write cut the log there.
+_LOAD_PARTIALS = (
+    "SELECT seq, data FROM tiny_tasks_partials WHERE run_id = ? AND seq > ?"
+    " AND seq < (SELECT delivered FROM tiny_tasks_runs WHERE run_id = ?) ORDER BY seq LIMIT ?"
+)
 _CREATE = (
     "INSERT INTO tiny_tasks_runs (run_id, task_name, status, version, delivered, pending,"
     " entry_count, created_at, updated_at) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)"
@@ -76,6 +85,31 @@ def mark_delivered(
     return expected_version + 1
 
 
+def append_partial(
+    connection: sqlite3.Connection, run_id: str, seq: int, data: bytes, expected_version: int
+) -> int:
+    """Store partial `seq` (cutting the log there) and set `delivered` to `seq + 1` if
+    the run is at `expected_version` (inside a transaction: three statements)."""
+    changed = connection.execute(
+        _MARK_DELIVERED, (seq + 1, time.time(), run_id, expected_version)
+    ).rowcount
+    if changed != 1:
+        raise _conflict(connection, run_id, expected_version)
+    connection.execute(_CUT_AFTER, (run_id, seq))  # finds nothing unless a re-run differs
+    connection.execute(_APPEND_PARTIAL, (run_id, seq, data))
+    return expected_version + 1
+
+
+def load_partials(
+    connection: sqlite3.Connection, run_id: str, after: int, limit: int | None
+) -> list[tuple[int, bytes]]:
+    """The partials with `after < seq < delivered`, in order, at most `limit` (one read)."""
+    rows = connection.execute(
+        _LOAD_PARTIALS, (run_id, after, run_id, -1 if limit is None else limit)
+    ).fetchall()
+    return [(seq, data) for seq, data in rows]
+
+
 def save(
     connection: sqlite3.Connection,
     write: CheckpointWrite,
@@ -104,6 +138,7 @@ def save(
             _UPDATE_INDEXED, (write.task_name, write.status, run_id, write.task_name, write.status)
         )
         connection.execute(_UPDATE_STATE, (write.state, run_id))
+        connection.execute(_CUT_FROM, (run_id, write.delivered))
         version = expected_version + 1
     if count == 1:
         connection.execute(_APPEND, (1, write.entries[0], run_id))
@@ -120,8 +155,9 @@ def _conflict(connection: sqlite3.Connection, run_id: str, expected: int) -> Run
 
 
 def delete(connection: sqlite3.Connection, run_id: str) -> None:
-    """Remove the run and its entries (nothing to do if it is not stored)."""
+    """Remove the run, its entries and its partials (nothing to do if it is not stored)."""
     connection.execute("DELETE FROM tiny_tasks_entries WHERE run_id = ?", (run_id,))
+    connection.execute("DELETE FROM tiny_tasks_partials WHERE run_id = ?", (run_id,))
     connection.execute("DELETE FROM tiny_tasks_states WHERE run_id = ?", (run_id,))
     connection.execute("DELETE FROM tiny_tasks_runs WHERE run_id = ?", (run_id,))
 

@@ -160,6 +160,24 @@ class Checkpointer(Protocol):
     A saver may also offer `mark_delivered(run_id, delivered, expected_version) -> int`,
     the same compare-and-swap that changes only the delivered count and bumps the
     version; the engine uses it for the per-partial write when present.
+
+    A saver may also keep the run's stream log (both methods, or neither):
+
+    * `append_partial(run_id, seq, data, expected_version) -> int`: the same
+      compare-and-swap as `mark_delivered`, setting `delivered = seq + 1` and storing
+      `data` (the encoded partial) as partial `seq` of the run's stream, in one write.
+      Partials stored at `seq` and after are replaced (the log is cut at `seq`).
+    * `load_partials(run_id, after=-1, limit=None) -> list[tuple[int, bytes]]`: the
+      stored partials with `after < seq < delivered`, in order, at most `limit`;
+      `[]` for a missing run. A write that lowers `delivered` hides the partials at
+      and after it.
+
+    With `delivery="exactly_once"` the engine then records each partial's content, and
+    a re-run that streams something else than what was delivered is announced to its
+    consumer (`Snapshot.rewind`) instead of being spliced onto it. A saver without them
+    records only the count, and cannot tell a different re-run from the same one.
+    `delete` forgets the run's partials too.
+
     A saver that has a `serde` attribute chooses how the engine encodes values.
 
     A saver whose runs live only as long as the process (`MemorySaver`) may set the

@@ -10,7 +10,8 @@
 saver afterwards if it has `close()` or `aclose()`. Each check is also public, so a
 test suite can parametrise over `CHECKS` and report them one by one. A broken contract
 raises `AssertionError` naming the check, the saver and what differed. Savers may be
-plain or `async`; `mark_delivered` is checked when the saver has it.
+plain or `async`; `mark_delivered` is checked when the saver has it, and the stream log
+(`append_partial` and `load_partials`) when it has that.
 
 Timestamps are checked loosely (`TIMESTAMP_SLACK` seconds around this machine's clock),
 so a saver that uses its database server's clock passes too.
@@ -41,6 +42,7 @@ __all__ = [
     "check_mark_delivered",
     "check_saver",
     "check_stale_version_conflicts",
+    "check_stream_log",
     "check_update_of_missing_run_conflicts",
 ]
 
@@ -224,6 +226,88 @@ async def check_mark_delivered(saver: Any) -> None:
     _expect_equal((await _load(saver, "run-1")).entries, (b"e", b"f"), "entries after it")
 
 
+async def _partials(saver: Any, run_id: str, **bounds: Any) -> list[tuple[int, bytes]]:
+    found = await _call(saver.load_partials(run_id, **bounds))
+    if type(found) is not list or any(
+        type(row) is not tuple or len(row) != 2 or type(row[1]) is not bytes for row in found
+    ):
+        raise AssertionError(f"load_partials must return a list of (seq, bytes), got {found!r}")
+    return [(int(seq), data) for seq, data in found]
+
+
+async def check_stream_log(saver: Any) -> None:
+    """`append_partial` stores partial `seq`, sets `delivered` to `seq + 1` and bumps the
+    version; `load_partials` reads the log below `delivered`, from any offset; an append
+    at an earlier position, or a save that lowers `delivered`, cuts the log there."""
+    if not hasattr(saver, "append_partial"):
+        return  # optional in the protocol
+    write = _write("run-1", pending=("p#0",), state=b"state", entries=(b"e",))
+    await _call(saver.save(write, None))
+    before = await _load(saver, "run-1")
+    _expect_equal(await _partials(saver, "run-1"), [], "load_partials() of a new run")
+    _expect_equal(await _partials(saver, "missing"), [], "load_partials() of a missing run")
+    data = [b"", b"\x00", bytes(range(256)), "ünï 'q' %s ?".encode()]
+    for seq, item in enumerate(data):
+        new = await _call(saver.append_partial("run-1", seq, item, seq + 1))
+        _expect_equal(new, seq + 2, "version returned by append_partial")
+    loaded = await _load(saver, "run-1")
+    _expect_equal((loaded.version, loaded.delivered), (5, 4), "version, delivered after four")
+    kept = (loaded.task_name, loaded.status, loaded.pending, loaded.state, loaded.entries)
+    _expect_equal(
+        kept,
+        (before.task_name, before.status, before.pending, before.state, before.entries),
+        "fields append_partial must keep",
+    )
+    rows = list(enumerate(data))
+    _expect_equal(await _partials(saver, "run-1"), rows, "the stream log")
+    _expect_equal(await _partials(saver, "run-1", after=1), rows[2:], "load_partials(after=1)")
+    _expect_equal(await _partials(saver, "run-1", limit=2), rows[:2], "load_partials(limit=2)")
+    _expect_equal(
+        await _partials(saver, "run-1", after=0, limit=1), rows[1:2], "after=0, limit=1"
+    )
+    _expect_equal(await _partials(saver, "run-1", limit=0), [], "load_partials(limit=0)")
+    _expect_equal(await _partials(saver, "run-1", after=3), [], "load_partials(after=3)")
+
+    await _expect_conflict(
+        saver.append_partial, ("run-1", 4, b"x", 4), "run-1", "stale append_partial"
+    )
+    await _expect_conflict(
+        saver.append_partial, ("run-2", 0, b"x", 1), "run-2", "append_partial of a missing run"
+    )
+    _expect_equal(await _load(saver, "run-1"), loaded, "the run after a stale append_partial")
+    _expect_equal(await _partials(saver, "run-1"), rows, "the log after a stale append_partial")
+
+    # A re-run that differs from partial 2 on: the log is cut there and continues.
+    _expect_equal(await _call(saver.append_partial("run-1", 2, b"new", 5)), 6, "rewrite")
+    rows = [*rows[:2], (2, b"new")]
+    _expect_equal(await _partials(saver, "run-1"), rows, "the log rewritten from 2")
+    _expect_equal((await _load(saver, "run-1")).delivered, 3, "delivered after the rewrite")
+    # A write that lowers `delivered` (a shorter re-run pausing) cuts the log there:
+    # raising it again later (a count-only write) brings nothing back.
+    await _call(saver.save(_write("run-1", status="paused", delivered=1), 6))
+    _expect_equal(await _partials(saver, "run-1"), rows[:1], "the log after delivered=1")
+    await _call(saver.save(_write("run-1", delivered=3), 7))
+    _expect_equal(await _partials(saver, "run-1"), rows[:1], "the log after delivered 1, 3")
+    _expect_equal(await _call(saver.append_partial("run-1", 1, b"one", 8)), 9, "append at 1")
+    _expect_equal(await _partials(saver, "run-1"), [rows[0], (1, b"one")], "the log at 2")
+    # Positions counted but not stored (an attempt with a delivery mode that keeps no
+    # log) are missing from the log, not filled with anything.
+    await _call(saver.save(_write("run-1", delivered=4), 9))
+    _expect_equal(await _call(saver.append_partial("run-1", 4, b"four", 10)), 11, "append at 4")
+    _expect_equal(
+        await _partials(saver, "run-1"),
+        [rows[0], (1, b"one"), (4, b"four")],
+        "the log with positions 2 and 3 only counted",
+    )
+    stored = await _load(saver, "run-1")
+    _expect_equal((stored.delivered, stored.entries), (5, (b"e",)), "delivered and entries")
+
+    await _call(saver.delete("run-1"))
+    _expect_equal(await _partials(saver, "run-1"), [], "load_partials() after delete")
+    await _call(saver.save(_write("run-1", delivered=3), None))
+    _expect_equal(await _partials(saver, "run-1"), [], "load_partials() of a re-created run")
+
+
 async def check_conflicts_change_nothing(saver: Any) -> None:
     """Conflicting writes to one run leave it, and every other run, exactly as stored."""
     await _call(saver.save(_write("run-1", state=b"one", entries=(b"1",)), None))
@@ -330,6 +414,7 @@ CHECKS: tuple[Check, ...] = (
     check_update_of_missing_run_conflicts,
     check_entries_append_in_order,
     check_mark_delivered,
+    check_stream_log,
     check_conflicts_change_nothing,
     check_delete,
     check_list_runs_filters_and_order,

@@ -15,7 +15,8 @@ class MemorySaver:
     """Keeps checkpoints in memory; they are gone when the process exits.
 
     Values are stored as the engine's encoded bytes, so mutating a value after it
-    was saved cannot change the checkpoint. Safe to share between threads.
+    was saved cannot change the checkpoint; so are the partials of the stream log.
+    Safe to share between threads.
 
     Its runs end with the process, so a call without `run_id` may use the run id
     `"default"` with it, as without a checkpointer (`allows_default_run_id`).
@@ -30,6 +31,9 @@ class MemorySaver:
         # delivered partial (once per partial) costs two assignments.
         self._counters: dict[str, list[float]] = {}
         self._entries: dict[str, list[bytes]] = {}
+        # Per run: the stream log, partial `seq` at index `seq` (`None`: never stored,
+        # as when an earlier attempt recorded only the count). Read up to `delivered`.
+        self._partials: dict[str, list[bytes | None]] = {}
         self._lock = threading.Lock()
 
     def load(self, run_id: str) -> Checkpoint | None:
@@ -48,11 +52,15 @@ class MemorySaver:
             old = self._runs.get(run_id)
             if old is None:
                 self._entries[run_id] = list(write.entries)
+                self._partials[run_id] = []
                 version, created_at = 1, now
             else:
                 # Entries live in a list beside the checkpoint: a write appends to it and
                 # never copies the journal, so a run with n steps stays O(n), not O(n²).
                 self._entries[run_id].extend(write.entries)
+                log = self._partials[run_id]
+                if len(log) > write.delivered:  # a shorter re-run: cut the stream log
+                    del log[write.delivered :]
                 version, created_at = expected_version + 1, old.created_at  # type: ignore[operator]
             self._runs[run_id] = Checkpoint(
                 run_id,
@@ -81,12 +89,59 @@ class MemorySaver:
             counter[2] = time.time()
             return version
 
+    def append_partial(self, run_id: str, seq: int, data: bytes, expected_version: int) -> int:
+        """Store partial `seq` (replacing it and any after it) and set `delivered` to
+        `seq + 1`, if the run is at `expected_version`; raises `RunConflictError`."""
+        with self._lock:
+            counter = self._counters.get(run_id)
+            if counter is None or counter[1] != expected_version:
+                check_version(run_id, self._current(run_id), expected_version)
+                raise AssertionError("unreachable")  # pragma: no cover
+            log = self._partials[run_id]
+            if seq == len(log):
+                log.append(data)
+            elif seq < len(log):
+                del log[seq:]
+                log.append(data)
+            else:
+                log.extend([None] * (seq - len(log)))
+                log.append(data)
+            counter[0] = seq + 1
+            counter[1] = version = expected_version + 1
+            counter[2] = time.time()
+            return version
+
+    def load_partials(
+        self, run_id: str, after: int = -1, limit: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """The stored partials with `after < seq < delivered`, in order, at most `limit`.
+
+        `[]` for a missing run. Raises `ValueError` for a negative `limit`.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0 or None, not {limit}")
+        with self._lock:
+            counter = self._counters.get(run_id)
+            if counter is None:
+                return []
+            log = self._partials[run_id]
+            start = max(after + 1, 0)
+            found: list[tuple[int, bytes]] = []
+            for seq in range(start, min(int(counter[0]), len(log))):
+                if limit is not None and len(found) >= limit:
+                    break
+                data = log[seq]
+                if data is not None:
+                    found.append((seq, data))
+            return found
+
     def delete(self, run_id: str) -> None:
-        """Forget `run_id` (no error if it is not stored)."""
+        """Forget `run_id` and its partials (no error if it is not stored)."""
         with self._lock:
             self._runs.pop(run_id, None)
             self._counters.pop(run_id, None)
             self._entries.pop(run_id, None)
+            self._partials.pop(run_id, None)
 
     def list_runs(
         self,

@@ -44,6 +44,23 @@ _MARK_DELIVERED = (
     f"UPDATE tiny_tasks_runs SET delivered = %s, version = version + 1, updated_at = {_NOW}"
     " WHERE run_id = %s AND version = %s"
 )
+# One statement: the compare-and-swap of `mark_delivered`, then, only if it changed the
+# run, the log cut after `seq` and the partial stored at `seq` (replacing a stale one).
+_APPEND_PARTIAL = (
+    f"WITH changed AS (UPDATE tiny_tasks_runs SET delivered = %(delivered)s, version ="
+    f" version + 1, updated_at = {_NOW} WHERE run_id = %(run_id)s AND version = %(expected)s"
+    " RETURNING run_id), cut AS (DELETE FROM tiny_tasks_partials WHERE run_id ="
+    " (SELECT run_id FROM changed) AND seq > %(seq)s)"
+    " INSERT INTO tiny_tasks_partials (run_id, seq, data)"
+    " SELECT run_id, %(seq)s, %(data)s FROM changed"
+    " ON CONFLICT (run_id, seq) DO UPDATE SET data = EXCLUDED.data"
+)
+# Rows at or after `delivered` are stale: a later write cut the log there.
+_LOAD_PARTIALS = (
+    "SELECT seq, data FROM tiny_tasks_partials WHERE run_id = %(run_id)s AND seq > %(after)s"
+    " AND seq < (SELECT delivered FROM tiny_tasks_runs WHERE run_id = %(run_id)s)"
+    " ORDER BY seq LIMIT %(limit)s"
+)
 _APPEND_FROM = (
     " appended AS (INSERT INTO tiny_tasks_entries (run_id, seq, data)"
     " SELECT changed.run_id, changed.entry_count - %(count)s + entry.seq - 1, entry.data"
@@ -62,13 +79,15 @@ _UPDATE = (
     " %(status)s, version = version + 1, delivered = %(delivered)s, pending = %(pending)s,"
     " state = %(state)s, entry_count = entry_count + %(count)s, updated_at ="
     f" {_NOW} WHERE run_id = %(run_id)s AND version = %(expected)s"
-    " RETURNING run_id, entry_count)," + _APPEND_FROM
+    " RETURNING run_id, entry_count), cut AS (DELETE FROM tiny_tasks_partials WHERE run_id ="
+    " (SELECT run_id FROM changed) AND seq >= %(delivered)s)," + _APPEND_FROM
 )
 _VERSION = "SELECT version FROM tiny_tasks_runs WHERE run_id = %s"
 _MARKED = "SELECT version, delivered FROM tiny_tasks_runs WHERE run_id = %s"
 _DELETE = (
-    "WITH entries AS (DELETE FROM tiny_tasks_entries WHERE run_id = %s)"
-    " DELETE FROM tiny_tasks_runs WHERE run_id = %s"
+    "WITH entries AS (DELETE FROM tiny_tasks_entries WHERE run_id = %(run_id)s),"
+    " partials AS (DELETE FROM tiny_tasks_partials WHERE run_id = %(run_id)s)"
+    " DELETE FROM tiny_tasks_runs WHERE run_id = %(run_id)s"
 )
 _LOAD = (
     "SELECT task_name, status, version, delivered, pending, state, created_at, updated_at,"
@@ -244,9 +263,48 @@ class PostgresSaver:
             raise await self._conflict(run_id, expected_version)
         return expected_version + 1
 
+    async def append_partial(
+        self, run_id: str, seq: int, data: bytes, expected_version: int
+    ) -> int:
+        """Store partial `seq` of the run's stream and set `delivered` to `seq + 1`:
+        one statement, one round trip.
+
+        Raises `RunConflictError` if the run is missing or not at `expected_version`.
+        """
+        parameters = {
+            "run_id": run_id,
+            "delivered": seq + 1,
+            "expected": expected_version,
+            "seq": seq,
+            "data": data,
+        }
+        changed, uncertain = await self._execute(
+            "append_partial", _APPEND_PARTIAL, parameters, _row_count
+        )
+        if changed != 1:
+            if uncertain:  # one statement: if the run moved as it would have, it was applied
+                row, _ = await self._execute("load", _MARKED, (run_id,), _fetch_one)
+                if row is not None and tuple(row) == (expected_version + 1, seq + 1):
+                    return expected_version + 1
+            raise await self._conflict(run_id, expected_version)
+        return expected_version + 1
+
+    async def load_partials(
+        self, run_id: str, after: int = -1, limit: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """The stored partials with `after < seq < delivered`, in order, at most `limit`.
+
+        `[]` for a missing run. Raises `ValueError` for a negative `limit`.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0 or None, not {limit}")
+        parameters = {"run_id": run_id, "after": after, "limit": limit}
+        rows, _ = await self._execute("load_partials", _LOAD_PARTIALS, parameters, _fetch_all)
+        return [(seq, bytes(data)) for seq, data in rows]
+
     async def delete(self, run_id: str) -> None:
-        """Forget `run_id` and its entries (no error if it is not stored)."""
-        await self._execute("delete", _DELETE, (run_id, run_id), _row_count)
+        """Forget `run_id`, its entries and its partials (no error if it is not stored)."""
+        await self._execute("delete", _DELETE, {"run_id": run_id}, _row_count)
 
     async def list_runs(
         self,

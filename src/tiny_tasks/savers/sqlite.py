@@ -166,6 +166,44 @@ class SqliteSaver:
             version = await self._retry(error, "mark_delivered", work, args, writes=True)
         return version
 
+    async def append_partial(
+        self, run_id: str, seq: int, data: bytes, expected_version: int
+    ) -> int:
+        """Store partial `seq` of the run's stream and set `delivered` to `seq + 1`.
+
+        One transaction: the UPDATE of `mark_delivered` and an INSERT (replacing a stale
+        row at `seq`); inline on the caller's thread as `mark_delivered` is. Raises
+        `RunConflictError` if the run is missing or not at `expected_version`.
+        """
+        inline = self._inline
+        if inline is not None:
+            done = inline.try_append(run_id, seq, data, expected_version)
+            if done is not None:
+                return done
+        elif self._inline_wanted:
+            self._open_inline()
+        version: int = await self._retrying(
+            "append_partial",
+            queries.append_partial,
+            (run_id, seq, data, expected_version),
+            writes=True,
+        )
+        return version
+
+    async def load_partials(
+        self, run_id: str, after: int = -1, limit: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """The stored partials with `after < seq < delivered`, in order, at most `limit`.
+
+        `[]` for a missing run. Raises `ValueError` for a negative `limit`.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0 or None, not {limit}")
+        rows: list[tuple[int, bytes]] = await self._retrying(
+            "load_partials", queries.load_partials, (run_id, after, limit), writes=False
+        )
+        return rows
+
     def _open_inline(self) -> None:
         self._inline_wanted = False
         path, synchronous, thread = self.path, self.synchronous, self._thread
@@ -184,7 +222,7 @@ class SqliteSaver:
             self._inline = marker
 
     async def delete(self, run_id: str) -> None:
-        """Forget `run_id` and its entries (no error if it is not stored)."""
+        """Forget `run_id`, its entries and its partials (no error if it is not stored)."""
         await self._retrying("delete", queries.delete, (run_id,), writes=True)
 
     async def list_runs(
