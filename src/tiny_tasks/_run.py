@@ -104,7 +104,7 @@ class Run:
         # Serialises this run's writes, so each names the version the previous one made.
         self.lock = asyncio.Lock()
         # The stream calls `mark_delivered` itself on its hot path: one call per partial.
-        self.mark: Callable[[str, int, int | None], Any] | None = getattr(
+        self.mark: Callable[..., Any] | None = getattr(
             checkpointer, "mark_delivered", None
         )
         # Record every delivery now, or only along with the run's other writes.

@@ -96,7 +96,7 @@ class TaskStream(Generic[Out, P]):
         self._agen: AsyncGenerator[Any, Any] | None = None
         self._hot: AsyncGenerator[Any, Any] | None = None
         self._counts = False
-        self._mark: Callable[[str, int, int | None], Any] | None = None
+        self._mark: Callable[..., Any] | None = None
         self._outbox: deque[Event[P]] = deque()
         self._produced = 0
         self._skip = 0
