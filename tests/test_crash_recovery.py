@@ -514,3 +514,133 @@ def test_kill_at_an_exact_point(store: Store, tmp_path: Path, stop_at: str) -> N
     assert second.execs[0][0] == (7 if reran else 8)
     assert [index for index, _ in first.gots + second.gots] == list(range(TOTAL_PARTIALS))
     assert store.get_run("exact") is None
+
+
+# -- a re-run that answers otherwise, killed at every position -----------------------------
+
+STREAM_LOG_WORKER = Path(__file__).with_name("stream_log_worker.py")
+
+
+def start_stream_log_worker(
+    store: Store, run_id: str, log: Path, attempt: int, stop_at: int | None = None
+) -> subprocess.Popen[bytes]:
+    """One attempt of `stream_log_worker.py` (see its docstring)."""
+    command = [
+        sys.executable,
+        "-W",
+        "error",
+        str(STREAM_LOG_WORKER),
+        store.backend,
+        store.target,
+        run_id,
+        str(log),
+        f"--attempt={attempt}",
+    ]
+    if stop_at is not None:
+        command.append(f"--stop-at={stop_at}")
+    env = {**os.environ, "PYTHONPATH": str(SOURCE)}
+    with open(f"{log}.stderr", "ab") as stderr:
+        return subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.PIPE if stop_at is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+
+
+@dataclass
+class StreamView:
+    """What the consumer of a stream_log_worker run showed, attempt by attempt."""
+
+    view: list[str] = field(default_factory=list)
+    answers: list[list[str]] = field(default_factory=list)
+    rewinds: list[int] = field(default_factory=list)
+    first_positions: list[int] = field(default_factory=list)  # per attempt that got any
+    times: Counter[int] = field(default_factory=Counter)
+
+
+def replay_stream_log(log: Path) -> StreamView:
+    """Apply the log as a chat UI would: append each partial, truncate at a rewind."""
+    seen = StreamView()
+    first_in_attempt = True
+    for line in log.read_text().splitlines():
+        kind, *rest = line.split()
+        if kind == "attempt":
+            first_in_attempt = True
+        elif kind == "answer":
+            seen.answers.append(rest)
+        elif kind == "got":
+            position, token, rewind = int(rest[0]), rest[1], rest[2]
+            if first_in_attempt:
+                seen.first_positions.append(position)
+                first_in_attempt = False
+            if position < len(seen.view):
+                # Only a rewind moves back, and only to the position it names.
+                assert rewind == str(position), f"{line!r} goes back without a rewind"
+                seen.rewinds.append(position)
+                del seen.view[position:]
+            assert position == len(seen.view), f"{line!r}: a gap after {seen.view}"
+            seen.view.append(token)
+            seen.times[position] += 1
+        elif kind == "end" and rest != ["-"]:
+            rewind = int(rest[0])
+            if rewind not in seen.rewinds:  # a shorter re-run ended before reaching it
+                seen.rewinds.append(rewind)
+                del seen.view[rewind:]
+        else:
+            assert kind == "end", f"unknown log line {line!r}"
+    return seen
+
+
+@pytest.mark.timeout(300)
+def test_a_re_run_that_answers_otherwise_is_rewound_when_killed_anywhere(
+    store: Store, tmp_path: Path
+) -> None:
+    from stream_log_worker import answer_of
+
+    first_stream = ["<start>", *answer_of(1), "<end>"]
+    outcomes: Counter[str] = Counter()
+    for stop_at in range(len(first_stream)):  # every position of the first attempt's stream
+        run_id = f"kill-{stop_at}"
+        log = tmp_path / f"{run_id}.log"
+        with start_stream_log_worker(store, run_id, log, 1, stop_at) as worker:
+            try:
+                assert read_line(worker) == b"ready\n", stderr_of(log)
+                line = read_line(worker)
+                assert line == f"stopped {stop_at}\n".encode(), f"{line!r}\n{stderr_of(log)}"
+            finally:
+                code = kill(worker)
+        assert code == -signal.SIGKILL
+        state = store.get_run(run_id)
+        assert state is not None
+        assert (state.status, state.delivered) == ("running", stop_at + 1)
+        with start_stream_log_worker(store, run_id, log, 2) as worker:
+            finish(worker, log, f"after a kill at position {stop_at}")
+
+        seen = replay_stream_log(log)
+        shown = first_stream[: stop_at + 1]
+        if stop_at == 0:  # before the child started: it runs once, in attempt 2
+            assert seen.answers == [answer_of(2)]
+        elif stop_at < len(first_stream) - 1:  # inside the child: it runs again
+            assert seen.answers == [answer_of(1), answer_of(2)]
+        else:  # after it finished: it is replayed from the journal
+            assert seen.answers == [answer_of(1)]
+        final = ["<start>", *seen.answers[-1], "<end>"]
+        assert seen.view == final, f"killed at {stop_at}: spliced {seen.view}, not {final}"
+        differs = [p for p, token in enumerate(shown) if p >= len(final) or final[p] != token]
+        assert seen.rewinds == differs[:1], f"killed at {stop_at}: rewinds {seen.rewinds}"
+        resumed_at = differs[0] if differs else stop_at + 1
+        if resumed_at < len(final):
+            assert seen.first_positions == [0, resumed_at]
+        # Nothing before the rewind (or before the kill) reached the consumer twice.
+        assert [seen.times[p] for p in range(resumed_at)] == [1] * resumed_at
+        assert store.get_run(run_id) is None
+        outcomes["rewound" if differs else "continued"] += 1
+    # Attempt 1 answers "will report will now", attempt 2 "will will to": a kill after
+    # "report" or later in the child rewinds to position 2; one after the first "will"
+    # continues (what was shown is a prefix of the new answer), as do kills before the
+    # child started and after it finished (it is recorded then, and replayed).
+    assert answer_of(1) == ["will", "report", "will", "now"]
+    assert answer_of(2) == ["will", "will", "to"]
+    assert outcomes == {"rewound": 3, "continued": 3}
