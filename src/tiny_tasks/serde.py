@@ -34,7 +34,6 @@ __all__ = [
 
 T = TypeVar("T")
 _json_string = json.encoder.encode_basestring
-_INT_FAST = 1 << 63  # ints this small have a short decimal form (bigger ones: the codec)
 
 
 @runtime_checkable
@@ -124,8 +123,11 @@ class JsonSerializer:
         # Strings and ints first: a streamed partial is encoded before it is handed over.
         if type(value) is str:
             return _json_string(value).encode("utf-8", "surrogatepass")
-        if type(value) is int and -_INT_FAST < value < _INT_FAST:
-            return int.__repr__(value).encode()
+        if type(value) is int:
+            try:
+                return b"%d" % value
+            except ValueError:
+                pass  # more digits than int-to-str allows: the codec says so in its words
         return self._codec.dumps(value)
 
     def loads(self, data: bytes) -> Any:
