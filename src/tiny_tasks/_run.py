@@ -103,7 +103,8 @@ class Run:
         self.failure: StorageError | None = None
         # Serialises this run's writes, so each names the version the previous one made.
         self.lock = asyncio.Lock()
-        # The stream calls `mark_delivered` itself on its hot path: one call per partial.
+        # The stream calls `mark_delivered` (or `append_partial`, below) itself on its
+        # hot path: one call per partial.
         self.mark: Callable[..., Any] | None = getattr(
             checkpointer, "mark_delivered", None
         )

@@ -3,8 +3,10 @@
     .venv/bin/python tests/savers/benchmark.py [--calls 5000] [--repeats 7] [--no-postgres]
 
 For each saver it reports microseconds per awaited call, awaited one after another from
-one coroutine: `mark_delivered` (the per-partial write) and `save` (a 14-byte state and
-one 200-byte entry); then the same `mark_delivered` from 16 coroutines at once, where
+one coroutine: `mark_delivered` (the per-partial write that records the count),
+`append_partial` (the per-partial write of exactly-once delivery, which also stores a
+12-byte partial in the stream log) and `save` (a 14-byte state and one 200-byte entry);
+then the same `mark_delivered` from 16 coroutines at once, where
 group commit shares each SQLite transaction. SQLite runs at NORMAL durability with and
 without `inline_marks` (the per-partial write on the caller's thread, or every write on
 the saver's thread), then at FULL durability.
@@ -60,6 +62,17 @@ async def bench_saver(saver: Any, calls: int, repeats: int) -> None:
         for delivered in range(count):
             version = await saver.mark_delivered("sequential", delivered, version)
 
+    delivered_so_far = 0
+
+    async def appends(count: int) -> None:
+        nonlocal version, delivered_so_far
+        for _ in range(count):
+            version = await saver.append_partial(
+                "sequential", delivered_so_far, b'"token %04d"' % (delivered_so_far % 10000),
+                version,
+            )
+            delivered_so_far += 1
+
     async def saves(count: int) -> None:
         nonlocal version
         for delivered in range(count):
@@ -79,6 +92,7 @@ async def bench_saver(saver: Any, calls: int, repeats: int) -> None:
     await marks(calls // 10)  # warm up caches and prepared statements
     _report("mark_delivered, sequential", await _repeat(repeats, calls, marks))
     _report("save (1 entry of 200 B), sequential", await _repeat(repeats, calls, saves))
+    _report("append_partial (12 B), sequential", await _repeat(repeats, calls, appends))
     _report(
         "mark_delivered, 16 coroutines (per call)", await _repeat(repeats, calls, concurrent_marks)
     )

@@ -10,9 +10,9 @@ killed at any moment, but the last commits before a power loss or OS crash may b
 (the database stays consistent). `synchronous="FULL"` fsyncs the WAL on every commit and
 survives power loss too, at several times the cost per write.
 
-Database work runs on one thread per saver, except the per-partial `mark_delivered` at
-NORMAL or OFF durability, which runs where it is awaited whenever it cannot wait there
-(see `_sqlite_inline`).
+Database work runs on one thread per saver, except the per-partial write
+(`mark_delivered`, or `append_partial` for the stream log) at NORMAL or OFF durability,
+which runs where it is awaited whenever it cannot wait there (see `_sqlite_inline`).
 
 A call that finds the database locked past `busy_timeout` is retried with jittered
 backoff (`_retry`). That is safe for writes too: a SQLite commit's outcome is always
@@ -59,8 +59,9 @@ class SqliteSaver:
 
     Database work runs on one thread per saver, not on the event loop; writes queued
     together are committed together. The one exception is the per-partial write
-    (`mark_delivered`) at NORMAL or OFF durability: a single-row UPDATE that appends
-    to the WAL with no fsync, about 20 µs. It runs on the caller's thread when the
+    (`mark_delivered`, or `append_partial` which also stores the partial) at NORMAL or
+    OFF durability: a single-row UPDATE (and INSERT) that appends to the WAL with no
+    fsync, about 20 µs. It runs on the caller's thread when the
     saver's thread is idle, on a second connection that never waits for a lock (if
     the database is locked it goes to the thread instead) and never checkpoints (it
     asks the thread to); that is 3-4x cheaper than the round trip to the thread.
