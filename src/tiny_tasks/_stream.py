@@ -261,7 +261,7 @@ class TaskStream(Generic[Out, P]):
                 produced = self._produced = self._produced + 1
                 if produced > self._skip:
                     break
-                if not await self._run.replays_delivered(produced - 1, partial):
+                if not await self._replays_delivered(produced - 1, partial):
                     self._rewind(produced - 1)
                     break
         finally:
@@ -283,6 +283,13 @@ class TaskStream(Generic[Out, P]):
             self._hot = self._agen
             self._counts = run.saving
             self._mark = run.mark if run.each_delivery else None
+
+    async def _replays_delivered(self, seq: int, partial: Any) -> bool:
+        try:
+            return await self._run.replays_delivered(seq, partial)
+        except BaseException:  # the stream log could not be read: stop here
+            await self.aclose()
+            raise
 
     def _rewind(self, seq: int) -> None:
         """This attempt streams something else from partial `seq` on: say so, and

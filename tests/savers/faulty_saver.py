@@ -19,7 +19,7 @@ from tiny_tasks.serde import default_serializer
 
 _SERDE = default_serializer()
 
-WRITES = ("save", "mark_delivered", "delete")
+WRITES = ("save", "mark_delivered", "append_partial", "delete")
 
 
 class FaultySaver:
@@ -103,8 +103,37 @@ class FaultyMarkingSaver(FaultySaver):
         return version
 
 
+class FaultyLoggingSaver(FaultyMarkingSaver):
+    """`FaultyMarkingSaver` over a saver that also keeps the stream log."""
+
+    async def append_partial(
+        self, run_id: str, seq: int, data: bytes, expected_version: int
+    ) -> int:
+        when = self._fault("append_partial")
+        if when == "before":
+            self._raise("append_partial", when)
+        version: int = await resolve(
+            self.inner.append_partial(run_id, seq, data, expected_version)
+        )
+        self._applied_delivered("append_partial", seq + 1, when)
+        return version
+
+    async def load_partials(
+        self, run_id: str, after: int = -1, limit: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        when = self._fault("load_partials")
+        if when is not None:
+            self._raise("load_partials", when)
+        rows: list[tuple[int, bytes]] = await resolve(
+            self.inner.load_partials(run_id, after, limit)
+        )
+        return rows
+
+
 def faulty(inner: Any, every: int) -> FaultySaver:
     """The wrapper that offers exactly the methods `inner` offers."""
+    if hasattr(inner, "append_partial"):
+        return FaultyLoggingSaver(inner, every)
     if hasattr(inner, "mark_delivered"):
         return FaultyMarkingSaver(inner, every)
     return FaultySaver(inner, every)

@@ -196,9 +196,26 @@ class BrokenSaver(MemorySaver):
         self._check("mark_delivered")
         return super().mark_delivered(run_id, delivered, expected_version)
 
+    def append_partial(self, run_id: str, seq: int, data: bytes, expected_version: int) -> int:
+        self._check("append_partial")
+        return super().append_partial(run_id, seq, data, expected_version)
+
+    def load_partials(
+        self, run_id: str, after: int = -1, limit: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        self._check("load_partials")
+        return super().load_partials(run_id, after, limit)
+
     def delete(self, run_id: str) -> None:
         self._check("delete")
         super().delete(run_id)
+
+
+class BrokenCountingSaver(BrokenSaver):
+    """`BrokenSaver` without the stream log: its per-partial write is `mark_delivered`."""
+
+    append_partial = None  # type: ignore[assignment]
+    load_partials = None  # type: ignore[assignment]
 
 
 def storage_error_message(operation: str) -> str:
@@ -248,7 +265,7 @@ async def test_a_failed_step_write_stops_the_run_and_keeps_it_for_a_later_call()
     assert error.__cause__ is error.error
     assert closed == ["finally", "finally"]  # the pause, then the storage error
     # The answer was stored, the failed write was not retried, nothing was deleted.
-    assert saver.log == ["load", "save", "save"]
+    assert saver.log == ["load", "save", "load_partials", "save"]
     stored = saver.load("r1")
     assert stored is not None
     assert (stored.status, stored.version) == ("running", before.version + 1)
@@ -284,18 +301,20 @@ async def test_a_body_that_swallows_the_storage_error_writes_nothing_more() -> N
     with pytest.raises(StorageError, match=r"the checkpointer's save\(\) raised"):
         await consume(careless(None, run_id="r1", checkpointer=saver), partials)
     assert partials == ["a"]  # the body's next partial was refused: its delivery cannot be kept
-    assert saver.log == ["load", "save", "save", "mark_delivered", "save"]
+    assert saver.log == ["load", "save", "save", "append_partial", "save"]
     assert ran == ["a", "b"]
     stored = saver.load("r1")
     assert stored is not None
     assert (stored.status, stored.delivered, len(stored.entries)) == ("running", 1, 2)
 
 
-@pytest.mark.parametrize("broken", ["load", "mark_delivered", "delete"])
+@pytest.mark.parametrize(
+    "broken", ["load", "load_partials", "mark_delivered", "append_partial", "delete"]
+)
 async def test_every_saver_call_that_fails_is_a_storage_error_that_keeps_the_run(
     broken: str,
 ) -> None:
-    saver = BrokenSaver(broken)
+    saver = BrokenCountingSaver(broken) if broken == "mark_delivered" else BrokenSaver(broken)
     closed: list[int] = []
 
     @task("two")
@@ -312,12 +331,12 @@ async def test_every_saver_call_that_fails_is_a_storage_error_that_keeps_the_run
     with pytest.raises(StorageError) as caught:
         await (
             two.invoke(None, run_id="r1", checkpointer=saver)
-            if broken == "load"
+            if broken.startswith("load")
             else consume(stream, partials)
         )
     assert str(caught.value) == storage_error_message(broken)
     assert partials == ([1] if broken != "delete" else [1, 2])
-    assert closed == ([] if broken == "load" else [1])
+    assert closed == ([] if broken == "load" else [1])  # load_partials: while replaying
     stored = MemorySaver.load(saver, "r1")
     assert stored is not None
     assert (stored.status, stored.delivered) == ("running", partials[-1])
@@ -326,7 +345,7 @@ async def test_every_saver_call_that_fails_is_a_storage_error_that_keeps_the_run
     partials = [event.partial async for event in two(None, run_id="r1", checkpointer=saver)]
     assert partials == ([2] if broken != "delete" else [])  # exactly once in total
     assert MemorySaver.load(saver, "r1") is None
-    if broken == "load":
+    if broken.startswith("load"):
         await stream.aclose()
 
 
