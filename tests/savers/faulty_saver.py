@@ -121,9 +121,11 @@ class FaultyLoggingSaver(FaultyMarkingSaver):
     async def load_partials(
         self, run_id: str, after: int = -1, limit: int | None = None
     ) -> list[tuple[int, bytes]]:
-        when = self._fault("load_partials")
-        if when is not None:
-            self._raise("load_partials", when)
+        # Never faulted here (test_storage_faults' BrokenSaver fails it, and the run is
+        # kept). A fault schedule per method is periodic: with k = 2, one more faultable
+        # call per re-attach locks the attempts into a cycle where the re-attach's write
+        # succeeds and the step record right after it always fails, and no run ends.
+        self.calls["load_partials"] += 1
         rows: list[tuple[int, bytes]] = await resolve(
             self.inner.load_partials(run_id, after, limit)
         )

@@ -265,7 +265,7 @@ async def test_a_failed_step_write_stops_the_run_and_keeps_it_for_a_later_call()
     assert error.__cause__ is error.error
     assert closed == ["finally", "finally"]  # the pause, then the storage error
     # The answer was stored, the failed write was not retried, nothing was deleted.
-    assert saver.log == ["load", "save", "load_partials", "save"]
+    assert saver.log == ["load", "load_partials", "save", "save"]
     stored = saver.load("r1")
     assert stored is not None
     assert (stored.status, stored.version) == ("running", before.version + 1)
