@@ -17,6 +17,7 @@ from tiny_tasks import MemorySaver, TinyTasksError, task
 # Names that API.md and the README promise, importable from the top-level package.
 REQUIRED = {
     "AmbiguousResumeError",
+    "CheckReport",
     "Checkpointer",
     "Command",
     "Event",
@@ -26,6 +27,7 @@ REQUIRED = {
     "NoCheckpointError",
     "ReplayMismatchError",
     "RetryPolicy",
+    "RunCheck",
     "SerializationError",
     "Snapshot",
     "StorageError",
@@ -35,9 +37,12 @@ REQUIRED = {
     "TaskStream",
     "TinyTasksError",
     "UnknownInterruptError",
+    "check_runs",
     "create_runtime",
+    "deprecate_patch",
     "emit",
     "interrupt",
+    "patched",
     "step",
     "task",
 }

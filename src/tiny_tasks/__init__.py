@@ -5,7 +5,8 @@ results, pauses anywhere with `interrupt(value)`, records its progress per run i
 a checkpointer, and resumes later, in this process or another.
 """
 
-from ._context import TaskContext, emit, interrupt
+from ._check import CheckReport, RunCheck, check_runs
+from ._context import TaskContext, deprecate_patch, emit, interrupt, patched
 from ._inspect import RunState, delete_run, get_run, list_runs
 from ._runtime import Runtime, create_runtime
 from ._step import RetryPolicy, step
@@ -36,6 +37,7 @@ from .savers import Checkpointer, MemorySaver
 
 __all__ = [
     "AmbiguousResumeError",
+    "CheckReport",
     "Checkpointer",
     "CheckpointerTypeError",
     "Command",
@@ -47,6 +49,7 @@ __all__ = [
     "NoCheckpointError",
     "ReplayMismatchError",
     "RetryPolicy",
+    "RunCheck",
     "RunConflictError",
     "RunState",
     "Runtime",
@@ -65,12 +68,15 @@ __all__ = [
     "TinyTasksError",
     "UnknownInterruptError",
     "UnknownTypeError",
+    "check_runs",
     "create_runtime",
     "delete_run",
+    "deprecate_patch",
     "emit",
     "get_run",
     "interrupt",
     "list_runs",
+    "patched",
     "step",
     "task",
 ]

@@ -29,8 +29,10 @@ __all__ = [
     "StepMarker",
     "TaskContext",
     "current_frame",
+    "deprecate_patch",
     "emit",
     "interrupt",
+    "patched",
 ]
 
 
@@ -117,6 +119,36 @@ def emit(value: Any) -> None:
     _require_frame("emit").emitted.append(value)
 
 
+def patched(patch_id: str) -> bool:
+    """Whether this run takes the new branch of a code change named `patch_id`.
+
+    `if patched("id"): <new code> else: <old code>`. True for a run that reaches this
+    point for the first time with this code; False for a run that went past it before
+    the patch existed (its journal holds effects recorded after this point, by the old
+    code). The decision is recorded in the run's journal, so every replay takes the same
+    branch. The call takes no place among the task's effects: adding it moves no site.
+    Raises `RuntimeError` outside a running task. See docs/migrations.md.
+    """
+    return _patched(_require_frame("patched"), patch_id, deprecated=False)
+
+
+def deprecate_patch(patch_id: str) -> None:
+    """Mark where `patched(patch_id)` was, once its old branch has been removed.
+
+    Accepts runs that took the new branch and runs that have not reached this point
+    yet; a run that went past it before the patch existed (so needs the old branch) is
+    refused with `ReplayMismatchError`, and `check_runs` reports it. Once no stored run
+    needs the old branch, this call can be removed too.
+    """
+    _patched(_require_frame("deprecate_patch"), patch_id, deprecated=True)
+
+
+def _patched(frame: Frame, patch_id: str, *, deprecated: bool) -> bool:
+    if not isinstance(patch_id, str) or not patch_id:
+        raise TypeError(f"a patch id must be a non-empty str, got {patch_id!r}")
+    return frame.run.patch(frame.path, frame.next_index, patch_id, deprecated)
+
+
 def _interrupt(frame: Frame, value: Any) -> Any:
     site_id, order = frame.allocate("interrupt", "interrupt")
     run = frame.run
@@ -158,6 +190,14 @@ class TaskContext:
     def emit(self, value: Any) -> None:
         """Stream `value` as a partial of this task, exactly like a yielded value."""
         self._frame.emitted.append(value)
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether this run takes the new branch of the change `patch_id` (see `patched`)."""
+        return _patched(self._frame, patch_id, deprecated=False)
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """Where `patched(patch_id)` was, its old branch removed (see `deprecate_patch`)."""
+        _patched(self._frame, patch_id, deprecated=True)
 
     def step(
         self,

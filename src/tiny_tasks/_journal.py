@@ -2,9 +2,10 @@
 
 A checkpoint holds a small `state` blob (the pending interrupts), rewritten on every
 write, and an append-only list of entries, each encoded once: the input, answers,
-step results, finished children, and voids (an answer or child result withdrawn because
-the resume that led to it was refused after it was written). Replay matches them by site
-id; entries are read in order, so an answer given again after a void counts.
+step results, finished children, `patched()` decisions, and voids (an answer or child
+result withdrawn because the resume that led to it was refused after it was written).
+Replay matches them by site id; entries are read in order, so an answer given again after
+a void counts.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class Journal:
     steps: dict[str, StepRecord] = field(default_factory=dict)
     children: dict[str, ChildRecord] = field(default_factory=dict)
     pending: dict[str, Any] = field(default_factory=dict)
+    # `patched()` decisions by site; not effects: they take no index and are never checked
+    # for being reached, so adding or removing a `patched()` call moves no other site.
+    patches: dict[str, bool] = field(default_factory=dict)
 
 
 def encode_entry(serde: Serializer, entry: dict[str, Any]) -> bytes:
@@ -92,6 +96,11 @@ def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
             elif kind == "void":  # a refused resume's answer or child result
                 answers.pop(site, None)
                 children.pop(site, None)
+            elif kind == "patch":
+                value = entry["v"]
+                if type(value) is not bool:
+                    raise TypeError(f"a patch decision of type {type(value).__name__}")
+                journal.patches[site] = value
             else:
                 raise ValueError(
                     f"unknown entry kind {kind!r}; was the run written by a newer version "

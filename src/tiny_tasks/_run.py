@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NoReturn
 
+from ._dry import DryStop, DryView
 from ._journal import ChildRecord, Journal, StepRecord, decode_journal, encode_entry, encode_state
 from ._values import Command, Interrupt, Snapshot
 from .errors import (
@@ -98,6 +99,14 @@ class Run:
         self._children_written: list[str] = []
         self.deferred: tuple[bytes, ...] | None = None
         self._state = b""
+        # Encoded `patched()` decisions made since the last write, written with the next
+        # one (a resume's first write included): before any site recorded past them.
+        self._decisions: list[bytes] = []
+        # Patch ids whose old branch this attempt took (what `check_runs` reports).
+        self.old_branches: set[str] = set()
+        # A dry replay (`check_runs`): replays a paused run too, and stops at its first
+        # write, where a resume's first new effect would be (the `DryView` refuses it).
+        self.dry = isinstance(checkpointer, DryView)
         # Set by the first saver call that failed: the run's stored version is unknown
         # from then on, so nothing more is written to it in this attempt.
         self.failure: StorageError | None = None
@@ -164,6 +173,9 @@ class Run:
             return None
         if given is not NO_INPUT and given != self.journal.input:
             raise InputMismatchError(self.run_id, self.journal.input, given)
+        if self.dry:  # replay whatever the status; every first write is one, and stops it
+            self.deferred = ()
+            return None
         if stored.status == "paused":
             return [Interrupt(value, site) for site, value in self.journal.pending.items()]
         await self.write("running")
@@ -265,6 +277,44 @@ class Run:
         if self.mismatch is None:
             self.mismatch = error
         raise error
+
+    # -- patches ------------------------------------------------------------------
+
+    def patch(self, path: str, index: int, patch_id: str, deprecated: bool) -> bool:
+        """Decide `patched(patch_id)` at position `index` of frame `path` (not consumed).
+
+        The recorded decision if there is one; else False when the journal holds a site
+        at or past this position in this frame (the run went past here before the patch
+        existed, so what it recorded after was recorded by the old branch), else True.
+        A new decision is written with the run's next write (a resume's first write, if
+        it has not been made): it writes nothing by itself. `deprecated`: the old branch
+        is gone, so a run that needs it is refused.
+        """
+        site = f"{path}/patch:{_label(patch_id)}#{index}"
+        decision = self.journal.patches.get(site)
+        if decision is None:
+            recorded = self._by_frame.get(path, ())
+            decision = all(int(s.rpartition("#")[2]) < index for s in recorded)
+            if not deprecated:
+                self.journal.patches[site] = decision
+                if self.saving:
+                    entry = {"k": "patch", "s": site, "v": decision}
+                    self._decisions.append(self._encode(entry, f"patch {site!r}"))
+        if decision:
+            return True
+        self.old_branches.add(patch_id)
+        if deprecated:
+            self.refuse(
+                ReplayMismatchError(
+                    self.run_id,
+                    site,
+                    f"the old branch of patch {patch_id!r} (the run went past this point "
+                    "before the patch existed)",
+                    f"deprecate_patch({patch_id!r}): the old branch was removed; restore "
+                    f"patched({patch_id!r}) with its old branch until no stored run needs it",
+                )
+            )
+        return False
 
     # -- interrupts ---------------------------------------------------------------
 
@@ -407,6 +457,9 @@ class Run:
         deferred = self.deferred
         if deferred is not None:
             entries = deferred + entries
+        decisions = len(self._decisions)
+        if decisions:
+            entries = (*self._decisions, *entries)
         pending = self.journal.pending
         if status == "paused" or not self._state:
             self._state = encode_state(self.serde, list(pending.items()))
@@ -427,6 +480,7 @@ class Run:
         except Exception as error:
             self.fail_storage(error, "save")
         self.deferred = None
+        del self._decisions[:decisions]
 
     async def mark_delivered(self, delivered: int, partial: Any) -> None:
         """Record that the consumer has been given `delivered` partials, the last one
@@ -468,6 +522,7 @@ class Run:
         if paused_on is None or not self.saving:
             return
         self._paused_on = None
+        self._decisions.clear()  # made by the refused replay, which records nothing more
         if self.deferred is not None:
             self.deferred = None
             return
@@ -479,12 +534,14 @@ class Run:
         async with self.lock:
             await self._save("paused", voids, False)
 
-    async def forget(self) -> None:
-        """Delete the run's checkpoint (it finished or failed).
+    async def forget(self, failure: Exception | None = None) -> None:
+        """Delete the run's checkpoint (it finished, or failed with `failure`).
 
         A resume writes its answers first: the compare-and-swap lets only one of two
         workers resuming the same run finish it.
         """
+        if self.dry:
+            raise DryStop("end", "the run would end", failure=failure)
         if self.saver is not None:
             if self.deferred is not None:
                 await self.claim()
@@ -506,6 +563,10 @@ class Run:
             self.failure = StorageError(self.run_id, operation, error)
             raise self.failure from error
         raise self.failure
+
+
+def _label(text: str) -> str:
+    return text.replace("/", "_").replace("#", "_")
 
 
 def _position_of(site: str) -> str:

@@ -451,7 +451,7 @@ class TaskStream(Generic[Out, P]):
                 except ReplayMismatchError:
                     await run.put_back()
                     raise
-                await run.forget()
+                await run.forget(error)
             elif not isinstance(error, RunConflictError):
                 await run.put_back()
         raise error
