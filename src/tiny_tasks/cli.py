@@ -4,11 +4,14 @@
     tiny-tasks show   STORE RUN_ID [--app pkg.module[:serializer]] [--key-env NAME]
     tiny-tasks delete STORE RUN_ID
     tiny-tasks vacuum STORE [--full]
+    tiny-tasks check  STORE --app pkg.module [--running] [--jobs 8] [--key-env NAME]
 
 STORE is the path of an existing SQLite store, or a `postgresql://` URL (needs
 `tiny-tasks[postgres]`). Every failure is one line on stderr: exit status 2 for a usage
 error (bad arguments, a store that does not exist or is not a tiny-tasks store), 1 for
-anything else. See docs/storage.md.
+anything else. See docs/storage.md. `check` (docs/migrations.md) exits 0 when every
+waiting run is compatible with the code of `--app`, 1 when some are not, and 2 on a usage
+or store error, so a deploy pipeline can gate on it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ._check import RunCheck, check_runs
 from ._inspect import delete_run, get_run, list_runs
 from .errors import SerializationError, TinyTasksError, UnknownTypeError
 from .savers.base import RunInfo
@@ -127,6 +131,28 @@ def _parser() -> argparse.ArgumentParser:
     vacuum.add_argument(
         "--full", action="store_true", help="rewrite the whole file (also defragments it)"
     )
+
+    check = commands.add_parser(
+        "check",
+        help="would the code of --app resume the stored runs? (a dry replay; writes nothing)",
+        description=_CHECK_HELP,
+    )
+    check.add_argument("store", help=store_help)
+    check.add_argument(
+        "--app",
+        action="append",
+        required=True,
+        metavar="MODULE[:SERIALIZER]",
+        help="a module (or path/to/script.py) defining the tasks: every Task among its "
+        "names is checked; may be repeated; ':NAME' names the serializer, as for show",
+    )
+    check.add_argument(
+        "--key-env", metavar="NAME", help="environment variable holding the encryption key(s)"
+    )
+    check.add_argument("--running", action="store_true", help="check running runs too")
+    check.add_argument(
+        "--jobs", type=_count(1), default=8, help="runs checked at a time (8)"
+    )
     return parser
 
 
@@ -134,6 +160,12 @@ _SHOW_HELP = """Show one stored run. Values whose type is defined in your code (
 in your script or package) load only once that code is imported: pass --app. An
 encrypted store needs its key: pass --key-env NAME; a key is never taken on the
 command line."""
+
+
+_CHECK_HELP = """Dry-replay every stored run that waits to be resumed (paused; with --running,
+running ones too) against the tasks of --app, without running steps, delivering or
+writing anything. Prints one line per incompatible run and a summary; exits 0 when all
+are compatible, 1 when some are not, 2 on a usage or store error."""
 
 
 def _count(least: int) -> Any:
@@ -151,8 +183,15 @@ def _count(least: int) -> Any:
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
-    serde = _serializer(args) if args.command == "show" else None
-    saver = await _open(args.store, vacuum=args.command == "vacuum")
+    modules: list[types.ModuleType] = []
+    serde = _serializer(args, modules) if args.command in ("show", "check") else None
+    if args.command == "check":
+        try:
+            saver = await _open(args.store)
+        except _Failure as error:  # exit status 1 means "incompatible runs" for check
+            raise _Usage(str(error)) from None
+    else:
+        saver = await _open(args.store, vacuum=args.command == "vacuum")
     try:
         if serde is not None:
             saver.serde = serde
@@ -162,6 +201,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await _show(saver, args)
         if args.command == "vacuum":
             return await _vacuum(saver, args)
+        if args.command == "check":
+            return await _check(saver, _tasks_of(args.app, modules), args)
         existed = await delete_run(saver, args.run_id)
         if not existed:
             raise _Failure(f"no run {args.run_id!r} is stored")
@@ -366,11 +407,15 @@ def _store_error(error: TinyTasksError) -> str:
 # --- --app and --key-env -------------------------------------------------------------
 
 
-def _serializer(args: argparse.Namespace) -> Any:
-    """The serializer `show` decodes with: the app's (or the default), keyed if asked."""
+def _serializer(args: argparse.Namespace, modules: list[types.ModuleType]) -> Any:
+    """The serializer to decode with: the app's (or the default), keyed if asked.
+
+    The modules imported for `--app` are appended to `modules`.
+    """
     serde: Any = None
     for number, target in enumerate(args.app):
-        found = _import_app(target, stands_for_main=number == 0)
+        module, found = _import_app(target, stands_for_main=number == 0)
+        modules.append(module)
         if found is not None:
             serde = found
     if args.key_env is None:
@@ -386,8 +431,9 @@ def _serializer(args: argparse.Namespace) -> Any:
         raise _Failure(str(error)) from None
 
 
-def _import_app(target: str, *, stands_for_main: bool) -> Any:
-    """Import `target` (module or script); the serializer it names after ':', if any."""
+def _import_app(target: str, *, stands_for_main: bool) -> tuple[types.ModuleType, Any]:
+    """Import `target` (module or script): the module, and the serializer it names after
+    ':', if any."""
     where, _, attribute = target.partition(":")
     if where.endswith(".py") or os.sep in where:
         module = _run_script(where, target)
@@ -402,20 +448,20 @@ def _import_app(target: str, *, stands_for_main: bool) -> Any:
         # Types defined in a script run as `python app.py` were stored as "__main__:Name".
         sys.modules["__main__"] = module
     if not attribute:
-        return None
+        return module, None
     found: Any = module
     for part in attribute.split("."):
         if not hasattr(found, part):
             raise _Usage(f"--app {target!r}: {where} has no {attribute!r}")
         found = getattr(found, part)
     if callable(getattr(found, "loads", None)):
-        return found
+        return module, found
     serde = getattr(found, "serde", None)
     if serde is None:
         raise _Usage(
             f"--app {target!r}: {attribute} is neither a serializer nor a saver with a serde"
         )
-    return serde
+    return module, serde
 
 
 def _run_script(path: str, target: str) -> types.ModuleType:
@@ -480,6 +526,63 @@ def _user_code_scope() -> Iterator[None]:
         sys.path[:] = path
         if main_module is not None:
             sys.modules["__main__"] = main_module
+
+
+# --- check ---------------------------------------------------------------------------
+
+
+def _tasks_of(targets: list[str], modules: list[types.ModuleType]) -> list[Any]:
+    """Every `Task` among the top-level names of each `--app` module."""
+    from ._task import Task
+
+    found: dict[int, Any] = {}
+    for target, module in zip(targets, modules, strict=True):
+        tasks = [value for value in vars(module).values() if isinstance(value, Task)]
+        if not tasks:
+            raise _Usage(f"--app {target!r} defines no task (no Task among its names)")
+        found.update((id(task), task) for task in tasks)
+    return list(found.values())
+
+
+async def _check(saver: Any, tasks: list[Any], args: argparse.Namespace) -> int:
+    done = bad = 0
+    with _progress() as report:
+
+        def show(result: RunCheck) -> None:
+            nonlocal done, bad
+            done += 1
+            if not result.compatible:
+                bad += 1
+                report("")
+                print(_incompatible_line(result), flush=True)
+            report(f"checked {done} runs, {bad} incompatible")
+
+        try:
+            summary = await check_runs(
+                saver, tasks, running=args.running, jobs=args.jobs, on_result=show
+            )
+        except ValueError as error:  # two tasks of one name
+            raise _Usage(str(error)) from None
+        except Exception as error:  # the store failed: not a verdict on the runs
+            if isinstance(error, TinyTasksError):
+                raise _Usage(_store_error(error)) from None
+            raise _Usage(f"the store failed: {type(error).__name__}: {error}") from None
+    for patch_id, count in summary.old_patches.items():
+        print(f"patch {_cell(patch_id)}: {count} runs take its old branch")
+    skipped = "finished or failed" if args.running else "running, finished or failed"
+    print(
+        f"checked {summary.checked} runs: {summary.compatible} compatible, "
+        f"{len(summary.incompatible)} incompatible, {summary.skipped} not checked ({skipped})"
+    )
+    return 0 if summary.ok else 1
+
+
+def _incompatible_line(result: RunCheck) -> str:
+    where = f"at {_cell(result.site)}: " if result.site is not None else ""
+    return (
+        f"INCOMPATIBLE {_cell(result.run_id)} (task {_cell(result.task_name)}, "
+        f"{result.status}): {where}recorded {result.recorded}, found {result.found}"
+    )
 
 
 # --- vacuum --------------------------------------------------------------------------
