@@ -173,7 +173,7 @@ class Run:
             return None
         if given is not NO_INPUT and given != self.journal.input:
             raise InputMismatchError(self.run_id, self.journal.input, given)
-        if self.dry:  # replay whatever the status; every first write is one, and stops it
+        if self.dry:  # replay whatever the status, as a resume does: to its first write
             self.deferred = ()
             return None
         if stored.status == "paused":
