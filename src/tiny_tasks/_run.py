@@ -454,12 +454,12 @@ class Run:
     async def _save(self, status: RunStatus, entries: tuple[bytes, ...], create: bool) -> None:
         saver = self.saver
         assert saver is not None
-        deferred = self.deferred
-        if deferred is not None:
-            entries = deferred + entries
         decisions = len(self._decisions)
         if decisions:
             entries = (*self._decisions, *entries)
+        deferred = self.deferred
+        if deferred is not None:
+            entries = deferred + entries
         pending = self.journal.pending
         if status == "paused" or not self._state:
             self._state = encode_state(self.serde, list(pending.items()))
