@@ -44,6 +44,7 @@ from tiny_tasks import (
     patched,
     task,
 )
+from tiny_tasks._step import _hash_arguments
 from tiny_tasks.savers import PostgresSaver, SqliteSaver
 from tiny_tasks.savers.base import Checkpoint, CheckpointWrite
 from tiny_tasks.serde import default_serializer
@@ -173,10 +174,9 @@ VERSIONS: dict[str, Task[Any, Any, Any]] = {
 AT_REVIEW, AT_CONFIRM, PATCHED_RUN = "at-review", "at-confirm", "patched-new"
 EXPECTED: dict[str, dict[str, str | None]] = {
     "unchanged": {AT_REVIEW: None, AT_CONFIRM: None},
-    # The renamed child is caught where the journal records it as a whole (at-confirm);
-    # at-review recorded only sites inside the old child, so replay goes on into new
-    # ground, and the resume pauses in the renamed child.
-    "renamed child": {AT_REVIEW: None, AT_CONFIRM: "order/inspect#3"},
+    # Position order#3 holds the task order/review#3 for both runs: recorded as a whole
+    # (at-confirm), or as the ancestor of the interrupt the run is paused in (at-review).
+    "renamed child": {AT_REVIEW: "order/inspect#3", AT_CONFIRM: "order/inspect#3"},
     "inserted step": {AT_REVIEW: "order/pack#1", AT_CONFIRM: "order/pack#1"},
     "step added at the end": {AT_REVIEW: None, AT_CONFIRM: None},
     "removed step": {AT_REVIEW: None, AT_CONFIRM: "order/interrupt#4"},
@@ -247,7 +247,7 @@ async def resume(code: Task[Any, Any, Any], saver: Checkpointer, run_id: str) ->
     except TaskInterrupted as paused:
         return f"paused on {[i.id for i in paused.interrupts]}"
     except ReplayMismatchError as error:
-        return f"mismatch at {error.site_id}"
+        return f"mismatch at {error.site_id}: recorded {error.recorded}, found {error.found}"
     return f"done: {result}"
 
 
@@ -287,10 +287,12 @@ async def test_check_verdict_is_what_the_resume_does(store: Any, edit: str) -> N
         if verdict.compatible:
             assert not outcome.startswith("mismatch"), (run_id, verdict, outcome)
         else:
-            assert outcome == f"mismatch at {verdict.site}", (run_id, verdict)
             assert verdict.status == "paused"
-            assert verdict.recorded
-            assert verdict.found
+            assert outcome == (
+                f"mismatch at {verdict.site}: recorded {verdict.recorded}, found {verdict.found}"
+            )
+            # Refused before its first write, as check stopped before it: nothing written.
+            assert (await stored_runs(store))[run_id] == before[run_id]
 
 
 async def test_resumes_after_a_compatible_check_take_the_branch_the_journal_says(
@@ -351,7 +353,7 @@ async def test_running_runs_are_checked_only_when_asked(store: Any) -> None:
     live = next(r for r in unchanged if r.run_id == "live")
     assert (live.compatible, live.reached) == (
         True,
-        "new ground: step 'order/charge#4' was never recorded; a dry replay does not run it",
+        "new ground: a step that was never recorded, or a new child's result",
     )
     assert await stored_runs(store) == before
     CALLS.clear()  # the live run goes on with compatible code: the charge step runs once
@@ -364,7 +366,7 @@ async def test_running_runs_are_checked_only_when_asked(store: Any) -> None:
 # -- more verdicts, on a plain saver -----------------------------------------------------
 
 
-async def test_a_paused_run_must_pause_on_every_one_of_its_interrupts() -> None:
+async def test_a_paused_run_must_reach_every_one_of_its_interrupts() -> None:
     async def both(_: Any, ctx: TaskContext) -> list[Any]:
         return list(await asyncio.gather(ask.invoke("a"), ask.invoke("b")))
 
@@ -375,14 +377,41 @@ async def test_a_paused_run_must_pause_on_every_one_of_its_interrupts() -> None:
     saver = MemorySaver()
     with pytest.raises(TaskInterrupted):
         await task("pair", both).invoke(None, run_id="r", checkpointer=saver)
+    pending = ["pair/ask#0/interrupt#0", "pair/ask#1/interrupt#0"]
+    before = saver.load("r")
 
     result = await check_stored(saver, task("pair", one), ask)
 
     assert not result.compatible
-    assert result.site == "pair/ask#1/interrupt#0"
-    assert result.recorded == "pending interrupt 'pair/ask#1/interrupt#0'"
-    assert result.found == "a replay that paused on ['pair/ask#0/interrupt#0'] without reaching it"
-    assert (await check_stored(saver, task("pair", both), ask)).compatible
+    assert result.site == "pair/ask#1"
+    assert result.recorded == "task 'pair/ask#1' in the journal"
+    assert result.found == "the run paused at 'pair/ask#0/interrupt#0' before reaching it"
+    fine = await check_stored(saver, task("pair", both), ask)
+    assert (fine.compatible, fine.reached) == (True, f"paused on {pending}")
+    assert saver.load("r") == before
+    # What the resumes do: refused at that site. Only after its first write (the replayed
+    # child's result), so it stores the run paused again on the same interrupts, its
+    # answers and that result voided. The unchanged code finishes.
+    answers = Command(answers=dict.fromkeys(pending, "yes"))
+    with pytest.raises(ReplayMismatchError) as refused:
+        await task("pair", one).invoke(answers, run_id="r", checkpointer=saver)
+    assert refused.value.site_id == "pair/ask#1"
+    after = saver.load("r")
+    assert (after.status, list(after.pending)) == ("paused", pending)
+    assert after.entries[: len(before.entries)] == before.entries
+    serde = default_serializer()
+    assert [serde.loads(raw) for raw in after.entries[len(before.entries) :]] == [
+        {"k": "answer", "s": pending[0], "v": "yes"},
+        {"k": "answer", "s": pending[1], "v": "yes"},
+        {"k": "child", "s": "pair/ask#0", "p": [], "v": "yes"},
+        {"k": "void", "s": pending[0]},
+        {"k": "void", "s": pending[1]},
+        {"k": "void", "s": "pair/ask#0"},
+    ]
+    assert await task("pair", both).invoke(answers, run_id="r", checkpointer=saver) == [
+        "yes",
+        "yes",
+    ]
 
 
 async def test_unknown_task_undecodable_journal_and_a_failing_replay_are_incompatible() -> None:
@@ -400,10 +429,36 @@ async def test_unknown_task_undecodable_journal_and_a_failing_replay_are_incompa
         await ctx.step(fetch, item)
         raise KeyError("no such field")
 
+    # Raising before the recorded sites it reached before: replay gone elsewhere.
     failing = await check_runs(saver, [task("order", broken), label, quote, review])
-    assert [(r.site, r.found) for r in failing.incompatible] == [
-        (None, "the task raised KeyError: 'no such field'")
+    assert [(r.site, r.recorded, r.found) for r in failing.incompatible] == [
+        (
+            "order/review#3",
+            "task 'order/review#3' in the journal",
+            "task 'order' raised before reaching it",
+        )
     ]
+    before = saver.runs["r"]
+    with pytest.raises(ReplayMismatchError) as refused:
+        await task("order", broken).invoke(Command(resume=True), run_id="r", checkpointer=saver)
+    assert refused.value.site_id == "order/review#3"
+    assert saver.runs["r"] == before
+    # Raising past every recorded site (a queued run recorded nothing): the run would fail,
+    # as the real call then does.
+    async def at_once(item: str, ctx: TaskContext) -> str:
+        raise KeyError("no such field")
+
+    entry = default_serializer().dumps({"k": "input", "v": "cup"})
+    state = default_serializer().dumps({"pending": []})
+    saver.save(CheckpointWrite("q", "order", "queued", 0, (), state, (entry,)), None)  # type: ignore[arg-type]
+    raising = await check_runs(saver, [task("order", at_once)])
+    assert [(r.run_id, r.site, r.found) for r in raising.incompatible] == [
+        ("q", None, "the task raised KeyError: 'no such field'"),
+        ("r", "order/review#3", "task 'order' raised before reaching it"),
+    ]
+    with pytest.raises(KeyError):
+        await task("order", at_once).invoke(run_id="q", checkpointer=saver)
+    assert "q" not in saver.runs
     stored = saver.runs["r"]
     saver.runs["r"] = Checkpoint(**{**_fields(stored), "entries": (b"{not json",)})
     damaged = await check_runs(saver, [V1])
@@ -447,7 +502,7 @@ async def test_results_have_useful_reprs() -> None:
     )
     assert repr(bad.incompatible[0]) == (
         "RunCheck('r', task='order', paused: incompatible at 'order/pack#1': recorded "
-        "'order/label#1', found 'order/pack#1')"
+        "task 'order/label#1', found step 'order/pack#1')"
     )
     assert repr(results[0]) == (
         "RunCheck('r', task='order', paused: compatible, paused on "
@@ -491,6 +546,61 @@ async def test_patched_is_true_for_new_runs_and_recorded_in_the_journal() -> Non
     resumed = await task("flow", flow).invoke(Command(resume="yes"), run_id="r", checkpointer=saver)
     assert resumed == "yes"
     assert decisions == [True, True, True, True]
+
+
+class WriteLog(MemorySaver):
+    """A MemorySaver that keeps each save's status and decoded new entries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[str, list[Any]]] = []
+
+    def save(self, write: CheckpointWrite, expected_version: int | None) -> int:
+        serde = default_serializer()
+        self.writes.append((write.status, [serde.loads(raw) for raw in write.entries]))
+        return super().save(write, expected_version)
+
+
+async def test_a_resumes_patch_decision_goes_with_its_first_write() -> None:
+    async def old(_: Any, ctx: TaskContext) -> str:
+        return f"{ctx.interrupt('one')} {ctx.interrupt('two')}"
+
+    async def new(_: Any, ctx: TaskContext) -> str:
+        first = ctx.interrupt("one")
+        if ctx.patched("extra"):
+            await ctx.step(wrap, "x")
+        return f"{first} {ctx.interrupt('two')}"
+
+    async def refused(_: Any, ctx: TaskContext) -> str:
+        assert not ctx.patched("extra")  # the run went past index 0: decided False
+        return await ctx.step(wrap, "x")  # a step where the journal holds an interrupt
+
+    saver = WriteLog()
+    with pytest.raises(TaskInterrupted):
+        await task("flow", old).invoke(None, run_id="r", checkpointer=saver)
+    before = saver.load("r")
+    saver.writes.clear()
+    with pytest.raises(ReplayMismatchError) as mismatch:
+        await task("flow", refused).invoke(Command(resume=1), run_id="r", checkpointer=saver)
+    assert mismatch.value.site_id == "flow/wrap#0"
+    assert (saver.writes, saver.load("r")) == ([], before)  # the decision was not written
+
+    with pytest.raises(TaskInterrupted) as paused:
+        await task("flow", new).invoke(Command(resume=1), run_id="r", checkpointer=saver)
+
+    assert [i.id for i in paused.value.interrupts] == ["flow/interrupt#2"]
+    hashed = _hash_arguments(default_serializer(), ("x",), {})
+    assert saver.writes == [
+        (  # the first write, before the new step: the answer and the decision
+            "running",
+            [
+                {"k": "answer", "s": "flow/interrupt#0", "v": 1},
+                {"k": "patch", "s": "flow/patch:extra#1", "v": True},
+            ],
+        ),
+        ("running", [{"k": "step", "s": "flow/wrap#1", "h": hashed, "v": "wrapped"}]),
+        ("paused", []),
+    ]
 
 
 async def test_a_run_recorded_before_the_patch_takes_the_old_branch_on_every_replay() -> None:
@@ -625,7 +735,7 @@ def test_cli_check_names_each_incompatible_run_and_fails(cli_store: Path) -> Non
     lines = done.stdout.splitlines()
     assert sorted(lines[:3]) == [
         f"INCOMPATIBLE run-{n} (task order, paused): at order/fetch#1: recorded "
-        "'order/interrupt#1', found 'order/fetch#1'"
+        "interrupt 'order/interrupt#1', found step 'order/fetch#1'"
         for n in range(3)
     ]
     assert lines[3:] == [
@@ -668,3 +778,48 @@ def test_cli_check_usage_errors_exit_2(
     done = cli(cli_store.parent, "check", *args)
     assert (done.returncode, done.stdout, done.stderr) == (2, "", message)
 
+
+
+# -- sync task bodies ----------------------------------------------------------------------
+
+
+def double(number: int) -> int:
+    return number * 2
+
+
+def sync_v1(number: int, ctx: TaskContext) -> int:
+    first = ctx.step_sync(double, number)
+    return first + int(ctx.interrupt("ok?"))
+
+
+def sync_v2(number: int, ctx: TaskContext) -> int:
+    first = ctx.step_sync(double, number)
+    ctx.step_sync(double, first)  # inserted
+    return first + int(ctx.interrupt("ok?"))
+
+
+async def test_sync_bodies_are_dry_replayed_in_their_threads_too() -> None:
+    saver = MemorySaver()
+    with pytest.raises(TaskInterrupted):
+        await task("s", sync_v1).invoke(3, run_id="p", checkpointer=saver)
+    entry = default_serializer().dumps({"k": "input", "v": 3})
+    state = default_serializer().dumps({"pending": []})
+    saver.save(CheckpointWrite("q", "s", "queued", 0, (), state, (entry,)), None)  # type: ignore[arg-type]
+    before = {run_id: saver.load(run_id) for run_id in ("p", "q")}
+
+    same: list[RunCheck] = []
+    await check_runs(saver, [task("s", sync_v1)], on_result=same.append)
+    changed = await check_runs(saver, [task("s", sync_v2)])
+
+    assert sorted((r.run_id, r.reached) for r in same) == [
+        ("p", "paused on ['s/interrupt#1']"),
+        ("q", "new ground: a step that was never recorded, or a new child's result"),
+    ]
+    assert [(r.run_id, r.site, r.recorded) for r in changed.incompatible] == [
+        ("p", "s/double#1", "interrupt 's/interrupt#1'")
+    ]
+    assert {run_id: saver.load(run_id) for run_id in ("p", "q")} == before
+    with pytest.raises(ReplayMismatchError) as refused:
+        await task("s", sync_v2).invoke(Command(resume=1), run_id="p", checkpointer=saver)
+    assert refused.value.site_id == "s/double#1"
+    assert await task("s", sync_v1).invoke(Command(resume=1), run_id="p", checkpointer=saver) == 7
