@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, Callable, Coroutine, Generator
 from typing import Any
 
+from ._context import Frame, _current
 from ._sync import run_body_piece
 from .errors import TaskDefinitionError
 
@@ -182,14 +183,27 @@ class _CoroutineBody(Body):
     The coroutine runs inside the consumer's asyncio task: whatever it awaits is passed
     up to the event loop unchanged. When it suspends after emitting, the awaited object
     is held, the emitted values are handed out, and the next pull waits on it first.
+    The current frame at the hold is kept too: what suspended may be a nested task's
+    body, and the pulls in between set other frames.
     """
 
-    __slots__ = ("_coro", "_held_await")
+    __slots__ = ("_coro", "_held_await", "_held_frame")
 
     def __init__(self, coro: Coroutine[Any, Any, Any], emitted: deque[Any]) -> None:
         super().__init__(emitted)
         self._coro = coro
         self._held_await: Any = _NOTHING
+        self._held_frame: Any = None
+
+    def throw_on_next_pull(self, error: BaseException) -> None:
+        """Resume the held coroutine with `error` instead of its await's result."""
+        self._held_await = _Throw(error)
+
+    def _unhold(self) -> None:
+        frame = self._held_frame
+        _current.set(frame)
+        if isinstance(frame, Frame):
+            frame.run.held.discard(self)
 
     async def pull(self) -> Any:
         if self.emitted:
@@ -211,10 +225,14 @@ class _CoroutineBody(Body):
         sent: Any = None
         if self._held_await is not _NOTHING:
             held, self._held_await = self._held_await, _NOTHING
-            try:
-                sent = yield held
-            except BaseException as exc:
-                error = exc
+            self._unhold()
+            if isinstance(held, _Throw):
+                error = held.error
+            else:
+                try:
+                    sent = yield held
+                except BaseException as exc:
+                    error = exc
         while True:
             try:
                 awaited = coro.throw(error) if error is not None else coro.send(sent)
@@ -225,6 +243,9 @@ class _CoroutineBody(Body):
             error = sent = None
             if emitted:
                 self._held_await = awaited
+                frame = self._held_frame = _current.get()
+                if isinstance(frame, Frame):
+                    frame.run.held.add(self)
                 return
             try:
                 sent = yield awaited
@@ -238,9 +259,20 @@ class _CoroutineBody(Body):
         if self._held_await is _NOTHING and inspect.getcoroutinestate(self._coro) == "CORO_CREATED":
             self._coro.close()
             return
+        if self._held_await is not _NOTHING:
+            self._unhold()
         self._held_await = _NOTHING
         with contextlib.suppress(asyncio.CancelledError):
             await self._run_until_output(asyncio.CancelledError())
+
+
+class _Throw:
+    """Held in place of an await: resume the coroutine by raising `error` in it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
 
 
 def make_body(fn: Callable[..., Any], args: tuple[Any, ...], emitted: deque[Any]) -> Body:

@@ -2,6 +2,13 @@
 
 This is the one place a run's mutable state lives. The engine reaches storage only
 through the checkpointer protocol; methods of the saver may be plain or `async`.
+
+With an async saver every write runs in an asyncio task of its own, which holds the
+run's lock while it waits for storage; whoever asked for the write awaits it through a
+shield. So a write never waits on the code that asked for it (a coroutine body that
+emitted partials is resumed only when its consumer pulls again), and a write that
+started always completes and lands in `version`, even if the task awaiting it is
+cancelled. A plain saver's writes never suspend and run inline.
 """
 
 from __future__ import annotations
@@ -9,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, NoReturn
 
+from ._context import PauseRun
 from ._dry import DryStop, DryView
 from ._journal import ChildRecord, Journal, StepRecord, decode_journal, encode_entry, encode_state
 from ._values import Command, Interrupt, Snapshot
@@ -20,8 +29,10 @@ from .errors import (
     InputMismatchError,
     NoCheckpointError,
     ReplayMismatchError,
+    RunClosedError,
     SerializationError,
     StorageError,
+    SwallowedInterruptError,
     TaskMismatchError,
     TinyTasksError,
     UnknownInterruptError,
@@ -82,8 +93,13 @@ class Run:
         self.version: int | None = None
         self.delivered = 0
         self.resume_values: list[Any] = []
+        # The asyncio task of every nested stream and every step running now: what a
+        # stopping run cancels (or, for steps, lets finish when it pauses).
         self.hosts: dict[object, asyncio.Task[Any]] = {}
-        self._pending: dict[str, tuple[tuple[int, ...], Any]] = {}
+        self.steps: dict[str, asyncio.Task[Any] | None] = {}
+        self._step_ended: asyncio.Future[None] | None = None
+        # site id -> (sort key, value, the asyncio task that raised it)
+        self._pending: dict[str, tuple[tuple[int, ...], Any, asyncio.Task[Any] | None]] = {}
         # Replay checks: `path#index` -> (recorded site, kind), ancestors of recorded
         # sites included; each frame's recorded sites; the sites replay has reached.
         self._positions: dict[str, tuple[str, str]] = {}
@@ -111,7 +127,18 @@ class Run:
         # from then on, so nothing more is written to it in this attempt.
         self.failure: StorageError | None = None
         # Serialises this run's writes, so each names the version the previous one made.
+        # Held only by writer tasks and by the stream's own marks, never by a task body.
         self.lock = asyncio.Lock()
+        self._writers: set[asyncio.Task[None]] = set()
+        # Coroutine bodies suspended in the consumer's asyncio task until its next pull.
+        self.held: set[Any] = set()
+        # The asyncio task that is stopping the run (pausing, failing, closing or
+        # completing it), once it has begun: no new step or task starts elsewhere after.
+        self.stopper: asyncio.Task[Any] | None = None
+        self.stopping = False
+        self._pausing = False
+        # Set once the run has stopped all it started: from then on, writes are refused.
+        self.closed = False
         # The stream calls `mark_delivered` (or `append_partial`, below) itself on its
         # hot path: one call per partial.
         self.mark: Callable[..., Any] | None = getattr(
@@ -131,6 +158,9 @@ class Run:
         self.dumps = self.serde.dumps
         self.mark_is_async = self.mark is not None and _is_coroutine_function(self.mark)
         self.mark_sync = self.mark if not self.mark_is_async else None
+        self.inline_writes = not self.mark_is_async and not _is_coroutine_function(
+            getattr(checkpointer, "save", None)
+        )
         self.rewind: int | None = None
         self._log: dict[int, bytes] = {}
         self._log_end = -1  # the last position `_log` answers for
@@ -319,16 +349,68 @@ class Run:
     # -- interrupts ---------------------------------------------------------------
 
     def add_pending(self, site_id: str, order: tuple[int, ...], value: Any) -> None:
-        """Register an unanswered interrupt; its value must be storable."""
+        """Register an unanswered interrupt; its value must be storable.
+
+        Raises `SwallowedInterruptError` if this asyncio task swallowed an earlier pause.
+        """
+        if self.closed:
+            raise RunClosedError(self.run_id, f"interrupt {site_id!r}")
+        task = _current_task()  # None in a synchronous body's worker thread
+        if self.stopping:
+            if not self._pausing and task is not self.stopper:
+                raise asyncio.CancelledError()  # a branch of a run that ends: it is cancelled
+        elif self._pending and not _handling_pause():
+            self._refuse_if_swallowed(task)
         if self.saving:
             self._encode(value, f"interrupt {site_id!r}")
-        self._pending[site_id] = (order, value)
+        self._pending[site_id] = (order, value, task)
 
     def take_pending(self) -> list[Interrupt]:
         """The interrupts registered in this attempt, in site order."""
         ordered = sorted(self._pending.items(), key=lambda item: item[1][0])
         self._pending.clear()
-        return [Interrupt(value, site) for site, (_, value) in ordered]
+        return [Interrupt(value, site) for site, (_, value, _) in ordered]
+
+    def pending_sites(self) -> list[str]:
+        """The ids of the interrupts registered and not yet saved, in site order."""
+        return [site for site, _ in sorted(self._pending.items(), key=lambda i: i[1][0])]
+
+    def before_effect(self, what: str) -> None:
+        """Refuse to start a step or a nested task where it must not start.
+
+        * Once the run is stopping, one started in another asyncio task (a sibling under
+          `gather` that has not been cancelled yet) is stopped there: it raises
+          `PauseRun` if the run pauses, `CancelledError` otherwise. Nothing new starts.
+        * Started in the asyncio task that raised a pending interrupt, outside any
+          `except`/`finally` the pause passes through: the pause was swallowed,
+          `SwallowedInterruptError`.
+        """
+        if self.closed:
+            raise RunClosedError(self.run_id, what)
+        if self.stopping:
+            if asyncio.current_task() is self.stopper:
+                return  # the stopper closing the bodies suspended in its own task
+            if self._pausing:
+                raise PauseRun(self.pending_sites()[0])
+            raise asyncio.CancelledError()
+        if self._pending and not _handling_pause():
+            self._refuse_if_swallowed(asyncio.current_task())
+
+    def check_swallowed(self) -> None:
+        """Raise `SwallowedInterruptError` if this asyncio task swallowed a pause."""
+        if self._pending and not self.stopping and not _handling_pause():
+            self._refuse_if_swallowed(asyncio.current_task())
+
+    def begin_stop(self, pausing: bool) -> None:
+        """The run stops: from now on no step or task starts in another asyncio task."""
+        self.stopper = asyncio.current_task()
+        self.stopping = True
+        self._pausing = pausing
+
+    def _refuse_if_swallowed(self, task: asyncio.Task[Any] | None) -> None:
+        swallowed = [site for site, (_, _, raised_in) in self._pending.items() if raised_in is task]
+        if swallowed:
+            raise SwallowedInterruptError(self.run_id, swallowed)
 
     def snapshot(self, pending: tuple[Interrupt, ...] = ()) -> Snapshot:
         """What the consumer sees: answers so far, pending interrupts, a rewind."""
@@ -388,6 +470,33 @@ class Run:
             run_id=self.run_id,
         )
 
+    # -- steps in flight ----------------------------------------------------------
+
+    def step_started(self, site_id: str) -> None:
+        """Note a step that runs now, and in which asyncio task."""
+        self.steps[site_id] = asyncio.current_task()
+
+    def step_finished(self, site_id: str) -> None:
+        """The step ended (recorded, failed or cancelled)."""
+        del self.steps[site_id]
+        waiter = self._step_ended
+        if waiter is not None:
+            self._step_ended = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def let_steps_finish(self) -> None:
+        """Wait until no step runs in another asyncio task (their results are recorded).
+
+        A step running in this task cannot be: this task is busy here.
+        """
+        current = asyncio.current_task()
+        while any(t is not current and t is not None and not t.done() for t in self.steps.values()):
+            waiter = self._step_ended
+            if waiter is None:
+                waiter = self._step_ended = asyncio.get_running_loop().create_future()
+            await waiter
+
     # -- recording ----------------------------------------------------------------
 
     async def record_step(self, site_id: str, record: StepRecord) -> None:
@@ -430,14 +539,18 @@ class Run:
         """Save fields, state and new entries with compare-and-swap on the version.
 
         A resume's deferred answers go with the first write; after a replay mismatch
-        nothing is written but `put_back`.
+        nothing is written but `put_back`; once the run has stopped (see `settle`),
+        nothing at all (`RunClosedError`).
         """
         if self.saver is None:
             return
         if self.mismatch is not None:
             raise self.mismatch
-        async with self.lock:
-            await self._save(status, entries, create)
+        if self.closed:
+            raise RunClosedError(self.run_id, f"a write of the run as {status!r}")
+        started = self._start_write(status, entries, create)
+        if started is not None:
+            await started
 
     async def claim(self) -> None:
         """Write a resume's answers now (before a new effect); a no-op once written.
@@ -447,13 +560,80 @@ class Run:
         """
         if self.mismatch is not None:
             raise self.mismatch
-        async with self.lock:
-            if self.deferred is not None:
-                await self._save("running", (), False)
+        if self.deferred is None:
+            return
+        if self.closed:
+            raise RunClosedError(self.run_id, "a write of a resume's answers")
+        started = self._start_write("running", (), False, claim=True)
+        if started is not None:
+            await started
 
-    async def _save(self, status: RunStatus, entries: tuple[bytes, ...], create: bool) -> None:
+    def _start_write(
+        self, status: RunStatus, entries: tuple[bytes, ...], create: bool, claim: bool = False
+    ) -> asyncio.Future[None] | None:
+        """Write now (a plain saver: returns `None`), or start a writer task and return a
+        shield over it. `claim`: only if the resume's answers are still unwritten."""
         saver = self.saver
         assert saver is not None
+        if self.inline_writes:
+            if claim and self.deferred is None:
+                return None
+            write, expected, decisions = self._prepare(status, entries, create)
+            try:
+                result = saver.save(write, expected)
+            except Exception as error:
+                self.fail_storage(error, "save")
+            if not inspect.isawaitable(result):
+                self._saved(result, decisions)
+                return None
+            # A plain method that returns an awaitable: treat the saver as async from now on.
+            self.inline_writes = False
+            return self._track(asyncio.ensure_future(self._finish(result, "save", decisions)))
+        return self._track(asyncio.ensure_future(self._save(status, entries, create, claim)))
+
+    def _track(self, writer: asyncio.Task[None]) -> asyncio.Future[None]:
+        self._writers.add(writer)
+        writer.add_done_callback(self._writer_done)
+        return asyncio.shield(writer)
+
+    def _writer_done(self, writer: asyncio.Task[None]) -> None:
+        self._writers.discard(writer)
+        if not writer.cancelled():
+            writer.exception()  # its awaiter may be gone; `failure` keeps a storage error
+
+    async def _save(
+        self, status: RunStatus, entries: tuple[bytes, ...], create: bool, claim: bool
+    ) -> None:
+        async with self.lock:
+            if claim and self.deferred is None:
+                return
+            # Built under the lock: it carries the delivered count and the answers of
+            # the writes before it.
+            write, expected, decisions = self._prepare(status, entries, create)
+            try:
+                version = await resolve(self.saver.save(write, expected))  # type: ignore[union-attr]
+            except Exception as error:
+                self.fail_storage(error, "save")
+            self._saved(version, decisions)
+
+    async def _finish(self, result: Awaitable[int], operation: str, decisions: int = 0) -> None:
+        """Await a call a plain saver method made and returned unfinished."""
+        async with self.lock:
+            try:
+                version = await result
+            except Exception as error:
+                self.fail_storage(error, operation)
+            if operation == "save":
+                self._saved(version, decisions)
+            else:
+                self.version = version
+
+    def _prepare(
+        self, status: RunStatus, entries: tuple[bytes, ...], create: bool
+    ) -> tuple[CheckpointWrite, int | None, int]:
+        """The write, the version it expects, and how many patch decisions it carries."""
+        if self.failure is not None:
+            raise self.failure
         decisions = len(self._decisions)
         if decisions:
             entries = (*self._decisions, *entries)
@@ -472,24 +652,28 @@ class Run:
             self._state,
             entries,
         )
-        if self.failure is not None:
-            raise self.failure
-        expected = None if create else self.version
-        try:
-            self.version = await resolve(saver.save(write, expected))
-        except Exception as error:
-            self.fail_storage(error, "save")
+        return write, None if create else self.version, decisions
+
+    def _saved(self, version: int, decisions: int) -> None:
+        self.version = version
         self.deferred = None
         del self._decisions[:decisions]
 
-    async def mark_delivered(self, delivered: int, partial: Any) -> None:
-        """Record that the consumer has been given `delivered` partials, the last one
-        `partial` (with its content when the saver keeps the stream log)."""
+    def start_mark(self, delivered: int, partial: Any) -> asyncio.Future[None] | None:
+        """Start recording that the consumer has been given `delivered` partials, the
+        last one `partial` (with its content when the saver keeps the stream log).
+
+        Returns what to await (a shield over the writer task), or `None` if it is done.
+        Not the per-partial hot path: that one is in the stream.
+        """
         mark = self.mark
         if mark is None:
             self.delivered = delivered
-            await self.write("running")
-            return
+            if self.mismatch is not None:
+                raise self.mismatch
+            if self.closed:
+                raise RunClosedError(self.run_id, "a write of the delivered count")
+            return self._start_write("running", (), False)
         args: tuple[Any, ...] = (self.run_id, delivered)
         if self.logs:
             try:
@@ -497,6 +681,20 @@ class Run:
             except Exception as error:
                 raise self.unstorable_partial(error, delivered - 1) from error
         self.delivered = delivered
+        if self.failure is not None:
+            raise self.failure
+        if not self.mark_is_async:
+            try:
+                result = mark(*args, self.version)
+            except Exception as error:
+                self.fail_storage(error, self.mark_name)
+            if not inspect.isawaitable(result):
+                self.version = result
+                return None
+            return self._track(asyncio.ensure_future(self._finish(result, self.mark_name)))
+        return self._track(asyncio.ensure_future(self._mark_now(mark, args)))
+
+    async def _mark_now(self, mark: Callable[..., Any], args: tuple[Any, ...]) -> None:
         async with self.lock:
             if self.failure is not None:
                 raise self.failure
@@ -505,10 +703,42 @@ class Run:
             except Exception as error:
                 self.fail_storage(error, self.mark_name)
 
+    async def recover_mark(self, delivered: int, partial: Any) -> None:
+        """A per-partial write was cancelled mid-way: learn whether it was applied (the
+        stored delivered count says), and make it if it was not."""
+        try:
+            stored: Checkpoint | None = await resolve(self.saver.load(self.run_id))  # type: ignore[union-attr]
+        except Exception as error:
+            self.fail_storage(error, "load")
+        if stored is not None and stored.delivered >= delivered:
+            self.version = stored.version
+            return
+        started = self.start_mark(delivered, partial)
+        if started is not None:
+            await started
+
+    async def wait_for_writes(self) -> None:
+        """Wait for the writes in flight (each stores its version when it completes)."""
+        while self._writers:
+            await asyncio.wait(tuple(self._writers))
+
+    async def settle(self) -> None:
+        """Refuse new writes, then wait for those in flight. Call it once everything the
+        run started has stopped, before the run's last write (`pause`, `forget`, ...)."""
+        self.closed = True
+        await self.wait_for_writes()
+
+    async def final_write(self, status: RunStatus, entries: tuple[bytes, ...] = ()) -> None:
+        """The run's last write in this attempt, once `settle` has closed it."""
+        if self.saver is not None:
+            started = self._start_write(status, entries, False)
+            if started is not None:
+                await started
+
     async def pause(self, interrupts: list[Interrupt]) -> None:
-        """Save the run as paused on `interrupts`."""
+        """Save the run as paused on `interrupts` (after `settle`)."""
         self.journal.pending = {i.id: i.value for i in interrupts}
-        await self.write("paused")
+        await self.final_write("paused")
 
     async def put_back(self) -> None:
         """After a replay that could not go on: store the run as paused as it was, if it was.
@@ -517,6 +747,7 @@ class Run:
         were, one write stores the run paused on the same interrupts and appends a void
         entry for each answer and each child result recorded since (a child's result may
         carry an answer), so no later load counts them. Step results stay: they ran.
+        Call it after `settle`.
         """
         paused_on = self._paused_on
         if paused_on is None or not self.saving:
@@ -531,11 +762,11 @@ class Run:
             for site in (*self._answered, *self._children_written)
         )
         self.journal.pending = paused_on
-        async with self.lock:
-            await self._save("paused", voids, False)
+        await self.final_write("paused", voids)
 
     async def forget(self, failure: Exception | None = None) -> None:
-        """Delete the run's checkpoint (it finished, or failed with `failure`).
+        """Delete the run's checkpoint (it finished, or failed with `failure`; after
+        `settle`).
 
         A resume writes its answers first: the compare-and-swap lets only one of two
         workers resuming the same run finish it.
@@ -544,7 +775,9 @@ class Run:
             raise DryStop("end", "the run would end", failure=failure)
         if self.saver is not None:
             if self.deferred is not None:
-                await self.claim()
+                started = self._start_write("running", (), False, claim=True)
+                if started is not None:
+                    await started
             try:
                 await resolve(self.saver.delete(self.run_id))
             except Exception as error:
@@ -567,6 +800,21 @@ class Run:
 
 def _label(text: str) -> str:
     return text.replace("/", "_").replace("#", "_")
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no event loop in this thread
+        return None
+
+
+def _handling_pause() -> bool:
+    """Whether the code running now is in an `except` or `finally` a pause goes through."""
+    error = sys.exc_info()[1]
+    if isinstance(error, PauseRun):
+        return True
+    return isinstance(error, BaseExceptionGroup) and error.subgroup(PauseRun) is not None
 
 
 def _position_of(site: str) -> str:

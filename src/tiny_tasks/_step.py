@@ -216,19 +216,26 @@ async def _run_step(
                 )
             )
         return _replay(site_id, recorded)
-    if run.deferred is not None:
-        await run.claim()  # a resume's answers are written before its first new effect
-    token = _current.set(IN_STEP)  # a step is opaque: no interrupts or nested runs in it
+    run.before_effect(f"step {site_id!r}")
+    run.step_started(site_id)
     try:
-        value, error = await _attempt_all(fn, args, kwargs, policy, timeout, thread)
+        if run.deferred is not None:
+            await run.claim()  # a resume's answers are written before its first new effect
+        token = _current.set(IN_STEP)  # a step is opaque: no interrupts or nested runs in it
+        try:
+            value, error = await _attempt_all(fn, args, kwargs, policy, timeout, thread)
+        finally:
+            _current.reset(token)
+        # No await between the function's end and the record's write starting: once
+        # started, the write completes even if this task is cancelled while it waits.
+        if error is not None:
+            record = StepRecord(args_hash, error=_describe_error(error))
+            await run.record_step(site_id, record)
+            raise error
+        await run.record_step(site_id, StepRecord(args_hash, value))
+        return value
     finally:
-        _current.reset(token)
-    if error is not None:
-        record = StepRecord(args_hash, error=_describe_error(error))
-        await run.record_step(site_id, record)
-        raise error
-    await run.record_step(site_id, StepRecord(args_hash, value))
-    return value
+        run.step_finished(site_id)
 
 
 async def _attempt_all(

@@ -20,7 +20,13 @@ from ._context import Frame, PauseRun, TaskContext, _current, current_frame
 from ._journal import ChildRecord
 from ._run import NO_INPUT, Delivery, Run
 from ._values import Event, Interrupt, Snapshot
-from .errors import ReplayMismatchError, RunConflictError, SerializationError
+from .errors import (
+    ReplayMismatchError,
+    RunClosedError,
+    RunConflictError,
+    SerializationError,
+    SwallowedInterruptError,
+)
 from .savers.base import Checkpointer
 
 Out = TypeVar("Out")
@@ -32,7 +38,15 @@ _event = tuple.__new__  # builds an Event without NamedTuple's slower generated 
 _PAUSED: Any = object()
 
 # Errors that say the stored run is still good: keep it for a later attempt.
-_KEEP_CHECKPOINT = (ReplayMismatchError, RunConflictError, SerializationError)
+_KEEP_CHECKPOINT = (
+    ReplayMismatchError,
+    RunConflictError,
+    SerializationError,
+    SwallowedInterruptError,
+    RunClosedError,
+)
+# Of those, the ones after which the stored run is left exactly as it is.
+_LEAVE_AS_IS = (RunConflictError, SwallowedInterruptError, RunClosedError)
 
 
 class TaskStream(Generic[Out, P]):
@@ -176,8 +190,25 @@ class TaskStream(Generic[Out, P]):
                     else:
                         run.version = mark(run.run_id, produced, run.version)
             except BaseException as error:
-                await self._stop_on(error)
+                if not (isinstance(error, asyncio.CancelledError) and self._forward_cancel(error)):
+                    await self._stop_on(error)
+                try:
+                    await run.recover_mark(produced, partial)
+                except BaseException as failed:
+                    await self._stop_on(failed)
         return _event(Event, (partial, self._snapshot, None))
+
+    def _forward_cancel(self, error: asyncio.CancelledError) -> bool:
+        """A cancellation of this asyncio task while coroutine bodies are suspended in it
+        (a TaskGroup in one cancels this task when one of its tasks fails or pauses):
+        deliver it to them, on their next pull. False if none is."""
+        held = self._run.held
+        if not held:
+            return False
+        for body in list(held):
+            body.throw_on_next_pull(error)
+        held.clear()
+        return True
 
     async def _stop_on(self, error: BaseException) -> NoReturn:
         """A per-partial write failed: close the stream, then raise (a driver error as
@@ -211,6 +242,13 @@ class TaskStream(Generic[Out, P]):
                 run.delivered = self._produced  # the count goes with them
             try:
                 await run.claim()
+            except asyncio.CancelledError as error:
+                if not self._forward_cancel(error):
+                    await self._stop_on(error)
+                try:
+                    await run.wait_for_writes()  # the claim goes on in its writer task
+                except BaseException as failed:
+                    await self._stop_on(failed)
             except BaseException as error:
                 await self._stop_on(error)
             if not run.logs:
@@ -243,6 +281,7 @@ class TaskStream(Generic[Out, P]):
                         partial = await agen.__anext__()
                     except BaseException as error:
                         partial = await self._body_exit(error)
+                        agen = self._agen  # finished: what it left is pulled from the body
                     else:
                         if emitted:
                             emitted.append(partial)
@@ -286,7 +325,12 @@ class TaskStream(Generic[Out, P]):
 
     async def _replays_delivered(self, seq: int, partial: Any) -> bool:
         try:
-            return await self._run.replays_delivered(seq, partial)
+            try:
+                return await self._run.replays_delivered(seq, partial)
+            except asyncio.CancelledError as error:
+                if not self._forward_cancel(error):
+                    raise
+                return await self._run.replays_delivered(seq, partial)  # a read: ask again
         except BaseException:  # the stream log could not be read: stop here
             await self.aclose()
             raise
@@ -331,8 +375,24 @@ class TaskStream(Generic[Out, P]):
         raise StopAsyncIteration
 
     async def _deliver_checkpointed(self, partial: Any) -> None:
+        run = self._run
         try:
-            await self._run.mark_delivered(self._produced, partial)
+            started = run.start_mark(self._produced, partial)
+            if started is not None:
+                await started
+        except asyncio.CancelledError as error:
+            if not self._forward_cancel(error):
+                await self.aclose()
+                raise
+            # The mark goes on in its writer task: once it is stored, the partial is
+            # handed over.
+            try:
+                await run.wait_for_writes()
+            except BaseException:
+                await self.aclose()
+                raise
+            if run.failure is not None:
+                await self._stop_on(run.failure)
         except BaseException:
             await self.aclose()
             raise
@@ -360,6 +420,11 @@ class TaskStream(Generic[Out, P]):
             if recorded is not None:
                 self._start_replay(recorded)
                 return
+            try:
+                run.before_effect(f"task {self._site!r}")
+            except BaseException:
+                self._state = "closed"
+                raise
             if self._record and run.saving:
                 self._recorded = []
             task = asyncio.current_task()
@@ -398,10 +463,17 @@ class TaskStream(Generic[Out, P]):
             run.hosts.pop(self, None)
             run.check_frame(self._site, f"task {self._site!r} returned without reaching it")
             if self._recorded is not None:
+                run.check_swallowed()
                 await run.record_child(self._site, self._recorded, result)
             return
+        swallowed = run.pending_sites()
+        run.begin_stop(pausing=False)
+        await self._stop_children()
+        await run.settle()
         if run.failure is not None:  # the body went on after a storage error
             raise run.failure
+        if swallowed:  # the stored run stays as it is: once fixed, calling again continues it
+            raise SwallowedInterruptError(run.run_id, swallowed)
         try:
             run.check_frame(self._site, f"task {self._site!r} returned without reaching it")
             if run.mismatch is not None:  # found in a branch whose error the task caught
@@ -423,10 +495,17 @@ class TaskStream(Generic[Out, P]):
             elif _own_failure(error) and run.failure is None:
                 run.check_frame(self._site, f"task {self._site!r} raised before reaching it")
             raise error
+        pausing = _is_pause(error)
+        run.begin_stop(pausing)
+        if pausing:
+            # A step started before the pause finishes and is recorded: a pause never
+            # makes a step's function run twice. Nothing new starts meanwhile.
+            await run.let_steps_finish()
         await self._stop_children()
+        await run.settle()
         if run.failure is not None:  # whatever the body did after it, storage failed
             raise run.failure
-        if _is_pause(error):
+        if pausing:
             interrupts = run.take_pending()
             if not interrupts:  # the pause was swallowed and re-raised oddly; nothing to save
                 raise error
@@ -452,7 +531,7 @@ class TaskStream(Generic[Out, P]):
                     await run.put_back()
                     raise
                 await run.forget(error)
-            elif not isinstance(error, RunConflictError):
+            elif not _is_any(error, _LEAVE_AS_IS):
                 await run.put_back()
         raise error
 
@@ -463,22 +542,27 @@ class TaskStream(Generic[Out, P]):
         self._outbox.extend(Event(None, snapshot, i) for i in interrupts)
 
     async def _stop_children(self) -> None:
-        """Stop nested tasks still open in this run, innermost first.
+        """Stop nested tasks and steps still running in this run, innermost first.
 
         Those running in other asyncio tasks (under `gather`, say) are cancelled and
         awaited; those suspended in this one are closed. Their `finally` blocks run.
         """
         current = asyncio.current_task()
-        live = list(self._run.hosts.items())
-        self._run.hosts.clear()
-        elsewhere = [host for _, host in live if host is not current and not host.done()]
-        for host in elsewhere:
-            host.cancel()
-        if elsewhere:
-            await asyncio.gather(*elsewhere, return_exceptions=True)
-        for stream, host in reversed(live):
-            if host is current and isinstance(stream, TaskStream):
-                await stream.aclose()
+        run = self._run
+        while run.hosts or run.steps:
+            live = list(run.hosts.items())
+            run.hosts.clear()
+            hosts = {host for _, host in live} | {t for t in run.steps.values() if t is not None}
+            elsewhere = [host for host in hosts if host is not current and not host.done()]
+            for host in elsewhere:
+                host.cancel()
+            if elsewhere:
+                await asyncio.gather(*elsewhere, return_exceptions=True)
+            for stream, host in reversed(live):
+                if host is current and isinstance(stream, TaskStream):
+                    await stream.aclose()
+            if not live and not elsewhere:
+                break  # only steps of this task are left: they unwind with it
 
     async def aclose(self) -> None:
         """Stop the task early; its `finally` blocks (and its children's) run."""
@@ -487,26 +571,44 @@ class TaskStream(Generic[Out, P]):
         was_running = self._state == "running"
         self._state = "closed"
         self._hot = None
-        self._run.hosts.pop(self, None)
+        run = self._run
+        run.hosts.pop(self, None)
         try:
             if self._parent is None:
+                if not run.stopping:
+                    run.begin_stop(pausing=False)
                 await self._stop_children()
-                run = self._run
-                if (
-                    was_running
-                    and run.saving
-                    and not run.each_delivery
-                    and not run.failure
-                    and run.deferred is None
-                ):
-                    await run.write("running")  # keep this attempt's delivered count
         finally:
-            if self._body is not None:
-                token = _current.set(self._frame)
-                try:
-                    await self._body.aclose()
-                finally:
-                    _current.reset(token)
+            try:
+                if self._body is not None:
+                    token = _current.set(self._frame)
+                    try:
+                        await self._body.aclose()
+                    except BaseException as error:
+                        # A branch that reached an interrupt while the run was stopping
+                        # (registered, and saved if the run pauses): nothing to report.
+                        if not (run.stopping and _is_pause(error)):
+                            raise
+                    finally:
+                        _current.reset(token)
+            finally:
+                if self._parent is None and not run.closed:
+                    await run.settle()
+                    if (
+                        was_running
+                        and run.saving
+                        and not run.each_delivery
+                        and not run.failure
+                        and run.deferred is None
+                    ):
+                        await run.final_write("running")  # keep this attempt's delivered count
+
+
+def _is_any(error: BaseException, kinds: tuple[type[Exception], ...]) -> bool:
+    """`error` is one of `kinds`, or a group (from a TaskGroup) that holds one."""
+    if isinstance(error, kinds):
+        return True
+    return isinstance(error, BaseExceptionGroup) and error.subgroup(kinds) is not None
 
 
 def _is_pause(error: BaseException) -> bool:
@@ -525,8 +627,8 @@ def _is_pause(error: BaseException) -> bool:
 
 def _own_failure(error: BaseException) -> bool:
     """An exception that ends the run as failed (not a pause, a cancellation, or an
-    error that says the stored run is still good)."""
-    return isinstance(error, Exception) and not isinstance(error, _KEEP_CHECKPOINT)
+    error that says the stored run is still good, alone or in a group)."""
+    return isinstance(error, Exception) and not _is_any(error, _KEEP_CHECKPOINT)
 
 
 def _label(name: str) -> str:

@@ -20,11 +20,13 @@ __all__ = [
     "InvalidRunIdError",
     "NoCheckpointError",
     "ReplayMismatchError",
+    "RunClosedError",
     "RunConflictError",
     "SaverConnectionError",
     "SerializationError",
     "StepFailedError",
     "StorageError",
+    "SwallowedInterruptError",
     "TaskDefinitionError",
     "TaskInterrupted",
     "TaskMismatchError",
@@ -106,6 +108,48 @@ class RunConflictError(TinyTasksError):
             + (detail or "its stored version is not the one this worker read")
             + "; only one worker may drive a run at a time, so this one stopped. "
             "Load the run again to see its current state."
+        )
+
+
+class RunClosedError(TinyTasksError):
+    """Work of a run went on after the run stopped (paused, finished, failed or closed).
+
+    A run stops everything it started before it writes its last state, so this reaches
+    only code left running in an asyncio task that nobody awaited (or one that ignored
+    its cancellation). Nothing it tried was stored.
+    """
+
+    def __init__(self, run_id: str, what: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"run {run_id!r} has already stopped (it paused, finished, failed or was "
+            f"closed), so {what} was refused and nothing was stored. It came from an "
+            "asyncio task still running after the run stopped: await every task you "
+            "start inside a task (asyncio.gather, a TaskGroup) and let cancellation through"
+        )
+
+
+class SwallowedInterruptError(TinyTasksError):
+    """A run went on while one of its interrupts was pending: its pause was swallowed.
+
+    `interrupt()` pauses by raising a `BaseException`; a bare `except:` or an
+    `except BaseException:` that does not re-raise it lets the task carry on as if the
+    question had been answered. Raised when the run completes, or reaches its next
+    step, task call or interrupt, with such an interrupt pending. The stored run is
+    left as it was.
+    """
+
+    def __init__(self, run_id: str, site_ids: Sequence[str]) -> None:
+        self.run_id = run_id
+        self.site_ids = list(site_ids)
+        sites = ", ".join(repr(s) for s in self.site_ids)
+        super().__init__(
+            f"run {run_id!r} went on while interrupt {sites} was pending: a bare `except:` "
+            "or `except BaseException:` around interrupt() (or around a task call that "
+            "pauses) swallowed the pause, or the interrupt was raised in an asyncio task "
+            "that nobody awaited. Re-raise it in that handler (`raise`), or catch "
+            "`Exception` instead. The stored run was left as it was: call the task again "
+            "once the code is fixed to continue it"
         )
 
 
