@@ -225,7 +225,9 @@ async def b(x: int, ctx: TaskContext) -> int:
     return await ctx.step(_double, x)
 
 
-def _double(v: int) -> int:
+async def _double(v: int) -> int:
+    # On the loop: a sync step function would run in a worker thread, which a
+    # TaskGroup's cancellation cannot stop (it would finish unrecorded, and run again).
     calls["double"] += 1
     return v * 2
 
