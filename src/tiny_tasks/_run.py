@@ -408,6 +408,8 @@ class Run:
         self._pausing = pausing
 
     def _refuse_if_swallowed(self, task: asyncio.Task[Any] | None) -> None:
+        if task is None:  # a synchronous body's worker thread: no task to tell it by
+            return
         swallowed = [site for site, (_, _, raised_in) in self._pending.items() if raised_in is task]
         if swallowed:
             raise SwallowedInterruptError(self.run_id, swallowed)

@@ -487,6 +487,15 @@ async def swallows_a_child(_: Any) -> str:
     return "parent done"
 
 
+@task("swallows_in_a_thread")
+def swallows_in_a_thread(_: Any) -> str:
+    try:  # noqa: SIM105 - the bug under test, in a synchronous task (a worker thread)
+        interrupt("ok?")
+    except BaseException:
+        pass
+    return "finished anyway"
+
+
 SWALLOWED = [
     (swallows, "swallows/interrupt#0", {}),
     (swallows_then_steps, "swallows_then_steps/interrupt#0", {}),
@@ -497,6 +506,7 @@ SWALLOWED = [
         {},
     ),
     (swallows_a_child, "swallows_a_child/a#0/interrupt#0", {}),
+    (swallows_in_a_thread, "swallows_in_a_thread/interrupt#0", {}),
 ]
 
 
