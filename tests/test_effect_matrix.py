@@ -42,7 +42,7 @@ from tiny_tasks import Command, MemorySaver, TaskContext, emit, interrupt, task 
 from tiny_tasks.savers import PostgresSaver, SqliteSaver  # noqa: E402
 
 BOUND = 20.0  # seconds for one program to run to its end, pauses and all
-EXAMPLES = 25  # per saver kind; each example runs in both delivery modes
+EXAMPLES = 100  # per saver kind; each example runs in both delivery modes
 DELIVERIES = ("exactly_once", "at_least_once")
 
 # -- programs -------------------------------------------------------------------------------
