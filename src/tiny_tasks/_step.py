@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
+import contextvars
 import functools
 import hashlib
 import inspect
@@ -28,7 +30,13 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar, overload
 from ._context import IN_STEP, Frame, _current, current_frame
 from ._journal import StepRecord
 from ._sync import body_thread
-from .errors import ReplayMismatchError, SerializationError, StepFailedError, TaskDefinitionError
+from .errors import (
+    ReplayMismatchError,
+    SerializationError,
+    StepFailedError,
+    TaskDefinitionError,
+    TinyTasksError,
+)
 
 T = TypeVar("T")
 Params = ParamSpec("Params")
@@ -224,18 +232,54 @@ async def _run_step(
         token = _current.set(IN_STEP)  # a step is opaque: no interrupts or nested runs in it
         try:
             value, error = await _attempt_all(fn, args, kwargs, policy, timeout, thread)
+        except _CancelledInThread as stopped:
+            # The function ran on in its thread and had its effect: record its outcome,
+            # or a resume would run it a second time. Then stop as asked.
+            value, error = await _outcome_of(stopped.future)
+            with contextlib.suppress(TinyTasksError):
+                await run.record_step(site_id, _record_of(args_hash, value, error))
+            raise asyncio.CancelledError() from None
         finally:
             _current.reset(token)
         # No await between the function's end and the record's write starting: once
         # started, the write completes even if this task is cancelled while it waits.
+        await run.record_step(site_id, _record_of(args_hash, value, error))
         if error is not None:
-            record = StepRecord(args_hash, error=_describe_error(error))
-            await run.record_step(site_id, record)
             raise error
-        await run.record_step(site_id, StepRecord(args_hash, value))
         return value
     finally:
         run.step_finished(site_id)
+
+
+def _record_of(args_hash: str | None, value: Any, error: BaseException | None) -> StepRecord:
+    if error is not None:
+        return StepRecord(args_hash, error=_describe_error(error))
+    return StepRecord(args_hash, value)
+
+
+class _CancelledInThread(BaseException):
+    """A step awaiting its function in a worker thread was cancelled; the thread runs on."""
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        super().__init__()
+        self.future = future
+
+
+async def _outcome_of(future: asyncio.Future[Any]) -> tuple[Any, BaseException | None]:
+    """Wait for a worker thread's function to end, whatever cancellations arrive meanwhile."""
+    while not future.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(future)
+    error = future.exception()
+    if error is not None:
+        return None, error
+    result = future.result()
+    if inspect.isawaitable(result):  # a plain function that returned an awaitable: not run
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+        return None, asyncio.CancelledError()
+    return result, None
 
 
 async def _attempt_all(
@@ -250,6 +294,8 @@ async def _attempt_all(
     for attempt in range(1, policy.attempts + 1):
         try:
             return await _attempt(call, fn, args, kwargs, timeout), None
+        except _CancelledInThread:
+            raise
         except policy.retry_on as exc:
             if isinstance(exc, SerializationError) or attempt == policy.attempts:
                 return None, exc
@@ -269,6 +315,8 @@ async def _attempt(
     kwargs: dict[str, Any],
     timeout: float | None,
 ) -> Any:
+    if call is _call_in_thread:
+        return await _call_in_thread(fn, args, kwargs, timeout)
     if timeout is None:
         return await call(fn, args, kwargs)
     async with asyncio.timeout(timeout):
@@ -283,14 +331,37 @@ async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
 
 
 async def _call_in_thread(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout: float | None = None,
 ) -> Any:
-    # A thread cannot be interrupted: on a timeout or a cancellation the function runs
-    # on to its end in the background, and its result is dropped.
-    result = await asyncio.to_thread(fn, *args, **kwargs)
+    """Run `fn` in a worker thread (seeing this context), within `timeout` seconds.
+
+    A thread cannot be interrupted. On a timeout the function runs on to its end in the
+    background and its result is dropped (the attempt failed with `TimeoutError`). On a
+    cancellation `_CancelledInThread` hands the running call to the step, which waits for
+    it and records its outcome, since its effect happened.
+    """
+    context = contextvars.copy_context()
+    call = functools.partial(context.run, fn, *args, **kwargs)
+    future = asyncio.get_running_loop().run_in_executor(None, call)
+    try:
+        done, _ = await asyncio.wait((future,), timeout=timeout)
+    except asyncio.CancelledError:
+        raise _CancelledInThread(future) from None
+    if not done:
+        future.add_done_callback(_drop_outcome)
+        raise TimeoutError(f"the step's function did not finish within {timeout} s")
+    result = future.result()
     if inspect.isawaitable(result):  # a plain function that returned an awaitable
         return await result
     return result
+
+
+def _drop_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 def _hash_arguments(serde: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
@@ -443,7 +514,10 @@ async def _attempt_all_unrecorded(
     timeout: float | None,
     thread: bool,
 ) -> Any:
-    value, error = await _attempt_all(fn, args, kwargs, policy, timeout, thread)
+    try:
+        value, error = await _attempt_all(fn, args, kwargs, policy, timeout, thread)
+    except _CancelledInThread:
+        raise asyncio.CancelledError() from None  # nothing records it: let the thread be
     if error is not None:
         raise error
     return value

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -690,3 +691,66 @@ async def test_a_task_group_failing_while_its_partial_is_marked(saver: Any, deli
     assert await _drain(stream) == ([], [])
     assert stream.result == "done"
     assert calls["double"] == 1
+
+
+# -- a step in a worker thread, cancelled by a TaskGroup while its sibling pauses ---------
+
+_thread_step_release = threading.Event()
+
+
+def _double_in_thread(v: int) -> int:
+    # A sync step function: it runs in a worker thread, which no cancellation can stop.
+    assert _thread_step_release.wait(BOUND), "never released"
+    calls["double_in_thread"] += 1
+    return v * 2
+
+
+@task("thread_b")
+async def thread_b(x: int, ctx: TaskContext) -> int:
+    return await ctx.step(_double_in_thread, x)
+
+
+@task("ask_in_group")
+async def ask_in_group(_: Any) -> Any:
+    return interrupt("a?")
+
+
+@task("grouped_thread_step")
+async def grouped_thread_step(_: Any) -> list[Any]:
+    async def release_when_cancelled() -> None:
+        if _thread_step_release.is_set():
+            return  # replaying: the step is recorded
+        try:
+            await asyncio.Event().wait()
+        finally:  # the TaskGroup cancels the step's task first: it is already stopping
+            _thread_step_release.set()
+
+    async with asyncio.TaskGroup() as group:
+        fetched = group.create_task(thread_b.invoke(21))
+        watcher = group.create_task(release_when_cancelled())
+        await asyncio.sleep(0)  # both have started: the step waits on its thread
+        asked = group.create_task(ask_in_group.invoke(None))
+    del watcher
+    return [fetched.result(), asked.result()]
+
+
+async def test_a_thread_step_cancelled_by_a_task_group_is_recorded_not_run_again(
+    saver: Any,
+) -> None:
+    # The TaskGroup cancels the step's asyncio task when its sibling pauses; the function
+    # runs on in its thread and has its effect, so its outcome is recorded before the
+    # pause is written: the resume replays it instead of running it a second time.
+    for round_ in range(3):
+        _thread_step_release.clear()
+        run_id = f"t{round_}"
+        options: dict[str, Any] = {"run_id": run_id, "checkpointer": saver}
+        with pytest.raises(TaskInterrupted) as paused:
+            async with asyncio.timeout(BOUND):
+                await grouped_thread_step.invoke(None, **options)
+        site = "grouped_thread_step/ask_in_group#1/interrupt#0"
+        assert paused.value.interrupts == [Interrupt("a?", site)]
+        assert calls["double_in_thread"] == round_ + 1
+        async with asyncio.timeout(BOUND):
+            resumed = await grouped_thread_step.invoke(Command(resume="yes"), **options)
+        assert resumed == [42, "yes"]
+        assert calls["double_in_thread"] == round_ + 1  # replayed, not run again
