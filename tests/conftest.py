@@ -1,4 +1,4 @@
-"""Fixtures shared by the engine tests.
+"""Fixtures shared by the engine tests, and the one throwaway PostgreSQL server of a session.
 
 `collect` is a fixture (not an importable function) because several test folders
 have their own `conftest.py`, and pytest imports each of them as a module named
@@ -7,12 +7,21 @@ have their own `conftest.py`, and pytest imports each of them as a module named
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Awaitable, Callable
+import sys
+import uuid
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tiny_tasks import Event, Interrupt, MemorySaver
+
+# This folder is not a package: say explicitly that its helpers are importable.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
+
+from postgres_server import PostgresServer
 
 Collected = tuple[list[Any], list[Interrupt]]
 Collector = Callable[[AsyncIterable[Event[Any]]], Awaitable[Collected]]
@@ -46,3 +55,29 @@ def saver() -> MemorySaver:
 def collect() -> Collector:
     """`partials, interrupts = await collect(stream)`."""
     return _collect
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the session, deleted afterwards.
+
+    Started only when a test asks for it; if it cannot start, those tests fail with its
+    log (they are never skipped).
+    """
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server_dsn(postgres_server: PostgresServer) -> str:
+    """The connection string of the session server's maintenance database."""
+    return postgres_server.dsn()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
+    """The connection string of a fresh, empty database, dropped after the test."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    dsn = postgres_server.create_database(name)
+    yield dsn
+    postgres_server.drop_database(name)

@@ -16,8 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "savers"))
 
 from dict_saver import DictSaver
-from postgres_server import PostgresServer
 
 from tiny_tasks import (
     Checkpointer,
@@ -195,13 +193,6 @@ EXPECTED: dict[str, dict[str, str | None]] = {
 # -- stores ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def check_postgres_server() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL server for this module; it fails (never skips) if it can't start."""
-    with PostgresServer() as server:
-        yield server
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     """A fresh SQLite file or PostgreSQL database, as an open saver."""
@@ -210,13 +201,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield saver
         await saver.close()
         return
-    server: PostgresServer = request.getfixturevalue("check_postgres_server")
-    name = f"check_{uuid.uuid4().hex[:16]}"
-    saver = PostgresSaver(server.create_database(name), max_size=2)
+    saver = PostgresSaver(request.getfixturevalue("postgres_dsn"), max_size=2)
     await saver.setup()
     yield saver
     await saver.close()
-    server.drop_database(name)
 
 
 async def make_v1_runs(saver: Checkpointer) -> None:

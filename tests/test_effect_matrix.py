@@ -36,7 +36,6 @@ for _folder in (Path(__file__).parent, Path(__file__).parent / "savers"):
         sys.path.insert(0, str(_folder))
 
 from dict_saver import DictSaver  # noqa: E402
-from postgres_server import PostgresServer  # noqa: E402
 
 from tiny_tasks import Command, MemorySaver, TaskContext, emit, interrupt, task  # noqa: E402
 from tiny_tasks.savers import PostgresSaver, SqliteSaver  # noqa: E402
@@ -227,12 +226,6 @@ def step_sites(body: Body) -> int:
 # -- savers ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def matrix_postgres() -> Iterator[PostgresServer]:
-    with PostgresServer() as server:
-        yield server
-
-
 @pytest.fixture(params=["memory", "dict", "sqlite", "postgres"])
 async def matrix_saver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     """One saver for all of a test's examples (each example uses a fresh run id)."""
@@ -244,12 +237,9 @@ async def matrix_saver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         async with SqliteSaver(tmp_path / "matrix.db") as sqlite:
             yield sqlite
     else:
-        server: PostgresServer = request.getfixturevalue("matrix_postgres")
-        name = f"matrix_{uuid.uuid4().hex[:12]}"
-        async with PostgresSaver(server.create_database(name)) as postgres:
+        async with PostgresSaver(request.getfixturevalue("postgres_dsn")) as postgres:
             await postgres.setup()
             yield postgres
-        server.drop_database(name)
 
 
 @settings(

@@ -9,10 +9,6 @@ one loaded before it.
 from __future__ import annotations
 
 import asyncio
-import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,36 +29,6 @@ from tiny_tasks._journal import Journal, decode_journal
 from tiny_tasks._run import resolve
 from tiny_tasks.savers.base import Checkpoint
 from tiny_tasks.serde import default_serializer
-
-sys.path.insert(0, str(Path(__file__).parent / "savers"))
-
-from postgres_server import PostgresServer
-from saver_kinds import SAVER_KINDS, make_saver
-
-
-@pytest.fixture(scope="module")
-def replay_postgres_server() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL server for this module; it fails (never skips) if it can't start."""
-    with PostgresServer() as server:
-        yield server
-
-
-@pytest.fixture
-def postgres_dsn(replay_postgres_server: PostgresServer) -> Iterator[str]:
-    """A fresh, empty database (what `make_saver` asks for), dropped after the test."""
-    name = f"replay_{uuid.uuid4().hex[:16]}"
-    yield replay_postgres_server.create_database(name)
-    replay_postgres_server.drop_database(name)
-
-
-@pytest.fixture(params=SAVER_KINDS)
-async def saver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    """A fresh saver of each kind, closed after the test."""
-    made = await make_saver(request.param, request, tmp_path)
-    yield made
-    close = getattr(made, "close", None)
-    if close is not None:
-        await close()
 
 
 async def stored(saver: Any, run_id: str) -> Checkpoint:
