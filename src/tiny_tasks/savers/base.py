@@ -46,6 +46,7 @@ __all__ = [
     "RunInfo",
     "RunStatus",
     "check_checkpointer",
+    "check_partials_limit",
     "check_run_id",
     "check_version",
     "filter_runs",
@@ -216,6 +217,12 @@ class Checkpointer(Protocol):
     ) -> MaybeAwaitable[list[RunInfo]]:
         """Stored runs, newest first, filtered by status and task name, paginated."""
         ...
+
+
+def check_partials_limit(limit: int | None) -> None:
+    """Raise `ValueError` unless `limit` suits `load_partials` (a saver helper)."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0 or None, not {limit}")
 
 
 def check_version(run_id: str, stored: Checkpoint | None, expected_version: int | None) -> None:

@@ -6,7 +6,15 @@ import threading
 import time
 from dataclasses import replace
 
-from .base import Checkpoint, CheckpointWrite, RunInfo, RunStatus, check_version, filter_runs
+from .base import (
+    Checkpoint,
+    CheckpointWrite,
+    RunInfo,
+    RunStatus,
+    check_partials_limit,
+    check_version,
+    filter_runs,
+)
 
 __all__ = ["MemorySaver"]
 
@@ -118,8 +126,7 @@ class MemorySaver:
 
         `[]` for a missing run. Raises `ValueError` for a negative `limit`.
         """
-        if limit is not None and limit < 0:
-            raise ValueError(f"limit must be >= 0 or None, not {limit}")
+        check_partials_limit(limit)
         with self._lock:
             counter = self._counters.get(run_id)
             if counter is None:

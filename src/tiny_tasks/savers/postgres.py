@@ -29,7 +29,7 @@ from ..errors import RunConflictError, SaverConnectionError, TinyTasksError
 from ._conflict import conflict_error
 from ._postgres_schema import migrate
 from ._retry import Backoff
-from .base import Checkpoint, CheckpointWrite, RunInfo, RunStatus
+from .base import Checkpoint, CheckpointWrite, RunInfo, RunStatus, check_partials_limit
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection, AsyncCursor
@@ -296,8 +296,7 @@ class PostgresSaver:
 
         `[]` for a missing run. Raises `ValueError` for a negative `limit`.
         """
-        if limit is not None and limit < 0:
-            raise ValueError(f"limit must be >= 0 or None, not {limit}")
+        check_partials_limit(limit)
         parameters = {"run_id": run_id, "after": after, "limit": limit}
         rows, _ = await self._execute("load_partials", _LOAD_PARTIALS, parameters, _fetch_all)
         return [(seq, bytes(data)) for seq, data in rows]

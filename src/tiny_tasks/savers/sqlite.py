@@ -34,7 +34,7 @@ from ._retry import Backoff
 from ._sqlite_inline import InlineMarker
 from ._sqlite_schema import SYNCHRONOUS_LEVELS, connect
 from ._sqlite_thread import DatabaseThread, LoopWaker, Work
-from .base import Checkpoint, CheckpointWrite, RunInfo, RunStatus
+from .base import Checkpoint, CheckpointWrite, RunInfo, RunStatus, check_partials_limit
 
 __all__ = ["SqliteSaver"]
 
@@ -198,8 +198,7 @@ class SqliteSaver:
 
         `[]` for a missing run. Raises `ValueError` for a negative `limit`.
         """
-        if limit is not None and limit < 0:
-            raise ValueError(f"limit must be >= 0 or None, not {limit}")
+        check_partials_limit(limit)
         rows: list[tuple[int, bytes]] = await self._retrying(
             "load_partials", queries.load_partials, (run_id, after, limit), writes=False
         )
