@@ -13,11 +13,10 @@ import sys
 import textwrap
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import pytest
+from approval_task import pause
 
-from tiny_tasks import interrupt, task
 from tiny_tasks.cli import main
 from tiny_tasks.savers import SqliteSaver
 from tiny_tasks.savers.base import CheckpointWrite
@@ -26,16 +25,6 @@ from tiny_tasks.serde import generate_key
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 
-@task
-async def approval(document: str):
-    yield f"drafted {document}"
-    verdict = interrupt({"approve": document})
-    yield f"{document}: {verdict}"
-
-
-async def pause(saver: Any, run_id: str, document: str) -> None:
-    async for _ in approval(document, run_id=run_id, checkpointer=saver):
-        pass
 
 
 def paused_store(path: Path, *run_ids: str) -> str:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
+from approval_task import approval, pause
 
 from tiny_tasks import (
     Interrupt,
@@ -12,23 +11,9 @@ from tiny_tasks import (
     UnknownTypeError,
     delete_run,
     get_run,
-    interrupt,
     list_runs,
-    task,
 )
 from tiny_tasks.savers.base import CheckpointWrite
-
-
-@task
-async def approval(document: str):
-    yield f"drafted {document}"
-    verdict = interrupt({"approve": document})
-    yield f"{document}: {verdict}"
-
-
-async def pause(saver: Any, run_id: str, document: str) -> None:
-    async for _ in approval(document, run_id=run_id, checkpointer=saver):
-        pass
 
 
 async def test_get_run_shows_status_input_pending_and_counts() -> None:
