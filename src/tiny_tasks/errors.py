@@ -28,7 +28,12 @@ __all__ = [
     "StorageError",
     "SwallowedInterruptError",
     "TaskDefinitionError",
+    "InterruptTimeoutError",
+    "RunBusyError",
+    "RunCancelled",
+    "RunFailedError",
     "TaskInterrupted",
+    "TaskSleeping",
     "TaskMismatchError",
     "TinyTasksError",
     "UnknownInterruptError",
@@ -293,6 +298,78 @@ class TaskInterrupted(TinyTasksError):
     def value(self) -> Any:
         """The first interrupt's value."""
         return self.interrupts[0].value if self.interrupts else None
+
+
+class RunBusyError(TinyTasksError):
+    """Another driver holds a live lease on the run: re-attaching or resuming it now
+    would run its current step a second time. Nothing was replayed or written."""
+
+    def __init__(self, run_id: str, owner: str, expires: float, now: float) -> None:
+        self.run_id = run_id
+        self.owner = owner
+        self.expires = expires
+        super().__init__(
+            f"run {run_id!r} is being driven by {owner!r} (its lease runs for another "
+            f"{max(0.0, expires - now):.1f} s and is renewed while it runs). Wait for it to "
+            "finish or pause (watch it with get_run), or cancel it with cancel_run; if its "
+            "process died, the run can be taken over once the lease has expired"
+        )
+
+
+class RunCancelled(TinyTasksError):
+    """The run was cancelled (`cancel_run`).
+
+    Raised inside the task at its next effect, so that its `finally` blocks and
+    `except RunCancelled:` compensation code run (steps called while unwinding are
+    still recorded); raised to whoever calls or re-attaches a cancelled run.
+    """
+
+    def __init__(self, run_id: str, detail: str | None = None) -> None:
+        self.run_id = run_id
+        super().__init__(detail or f"run {run_id!r} was cancelled")
+
+
+class RunFailedError(TinyTasksError):
+    """A kept run failed earlier: its outcome is this error's type and message (the
+    exception itself is not stored). Raised when the run is called or awaited again."""
+
+    def __init__(self, run_id: str, type_name: str, message: str) -> None:
+        self.run_id = run_id
+        self.type_name = type_name
+        self.error_message = message
+        super().__init__(f"run {run_id!r} failed earlier with {type_name}: {message}")
+
+
+class TaskSleeping(TinyTasksError):
+    """Raised by `invoke` when the run went to sleep (`ctx.sleep`) or waits for a message
+    (`ctx.recv`) and is stored as `sleeping`: a `Worker` continues it when it is due."""
+
+    def __init__(self, run_id: str, wake_at: float | None, waits: Sequence[str] = ()) -> None:
+        self.run_id = run_id
+        self.wake_at = wake_at
+        self.waits = tuple(waits)
+        when = "until a message arrives" if wake_at is None else f"until {wake_at:.3f}"
+        super().__init__(
+            f"run {run_id!r} is sleeping {when}; a Worker on the same store continues it "
+            "when it is due (or call the task again with its run_id then)"
+        )
+
+
+class InterruptTimeoutError(TinyTasksError):
+    """An interrupt's deadline passed without an answer and it has no `default`.
+
+    Raised inside the task at the `interrupt(...)` call (catch it there to go another
+    way), and to a caller that tries to answer the interrupt after its deadline.
+    """
+
+    def __init__(self, run_id: str, site_id: str, deadline: float) -> None:
+        self.run_id = run_id
+        self.site_id = site_id
+        self.deadline = deadline
+        super().__init__(
+            f"interrupt {site_id!r} of run {run_id!r} was not answered before its deadline "
+            f"({deadline:.3f}, seconds since the epoch)"
+        )
 
 
 def _short(value: Any, limit: int = 80) -> str:

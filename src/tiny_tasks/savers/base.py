@@ -32,19 +32,23 @@ A complete in-memory saver, as a user would write one::
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from ..errors import CheckpointerTypeError, InvalidRunIdError, RunConflictError
 
 __all__ = [
+    "FINISHED",
     "MAX_RUN_ID_LENGTH",
     "Checkpoint",
     "CheckpointWrite",
     "Checkpointer",
+    "Lease",
     "RunInfo",
     "RunStatus",
+    "RuntimeSaver",
+    "due_at",
     "check_checkpointer",
     "check_partials_limit",
     "check_run_id",
@@ -56,8 +60,21 @@ MAX_RUN_ID_LENGTH = 255
 """The longest run id, in characters. At most 1,020 bytes of UTF-8: far below what a
 PostgreSQL btree index entry may hold (about 2,700 bytes), so every saver can index it."""
 
-RunStatus = Literal["running", "paused", "done", "failed"]
-"""Where a run is: executing, waiting on interrupts, finished, or failed."""
+RunStatus = Literal["queued", "running", "paused", "sleeping", "done", "failed", "cancelled"]
+"""Where a run is.
+
+* `queued`: submitted, not started; any worker may start it.
+* `running`: being driven (by whoever holds its lease), or abandoned by a dead driver
+  (its lease expired).
+* `paused`: waiting on one or more interrupts (some may have a deadline: `wake_at`).
+* `sleeping`: waiting on a timer (`ctx.sleep`) or a message (`ctx.recv`) only; a worker
+  continues it at `wake_at`, or when a message it waits on arrives.
+* `done`, `failed`, `cancelled`: finished, with its outcome kept (a run that is not kept
+  is deleted when it finishes).
+"""
+
+FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+"""The statuses of a finished run (stored only when its outcome is kept)."""
 
 T = TypeVar("T")
 MaybeAwaitable: TypeAlias = T | Awaitable[T]
@@ -75,6 +92,10 @@ class RunInfo:
     pending: tuple[str, ...]
     created_at: float
     updated_at: float
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+    wake_at: float | None = None
+    cancel_requested: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +112,11 @@ class Checkpoint:
     entries: tuple[bytes, ...]
     created_at: float
     updated_at: float
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+    wake_at: float | None = None
+    cancel_requested: bool = False
+    waits: tuple[str, ...] = ()
 
     def info(self) -> RunInfo:
         """The indexable fields alone."""
@@ -103,6 +129,10 @@ class Checkpoint:
             self.pending,
             self.created_at,
             self.updated_at,
+            self.lease_owner,
+            self.lease_expires,
+            self.wake_at,
+            self.cancel_requested,
         )
 
 
@@ -117,6 +147,13 @@ class CheckpointWrite:
     pending: tuple[str, ...]
     state: bytes
     entries: tuple[bytes, ...] = ()
+    # The runtime's fields (see "The runtime protocol" below). A saver that stores them
+    # through `apply` gets them right without knowing what they mean.
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+    wake_at: float | None = None
+    waits: tuple[str, ...] = ()
+    taken: tuple[int, ...] = ()
 
     def apply(self, old: Checkpoint | None, now: float | None = None) -> Checkpoint:
         """The checkpoint that results from this write over `old` (a helper for savers)."""
@@ -133,6 +170,11 @@ class CheckpointWrite:
                 self.entries,
                 stamp,
                 stamp,
+                self.lease_owner,
+                self.lease_expires,
+                self.wake_at,
+                False,
+                self.waits,
             )
         return replace(
             old,
@@ -144,6 +186,10 @@ class CheckpointWrite:
             state=self.state,
             entries=old.entries + self.entries,
             updated_at=stamp,
+            lease_owner=self.lease_owner,
+            lease_expires=self.lease_expires,
+            wake_at=self.wake_at,
+            waits=self.waits,
         )
 
 
@@ -217,6 +263,129 @@ class Checkpointer(Protocol):
     ) -> MaybeAwaitable[list[RunInfo]]:
         """Stored runs, newest first, filtered by status and task name, paginated."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """What `renew_lease` found: whether the caller still holds the run's lease, and
+    whether someone asked for the run to be cancelled."""
+
+    held: bool
+    cancel_requested: bool = False
+
+
+@runtime_checkable
+class RuntimeSaver(Checkpointer, Protocol):
+    """A checkpointer that can back a `Worker`: the runtime protocol (all optional for a
+    custom saver; every built-in saver has it). Methods may be plain or `async`.
+
+    The runs table is the queue. Besides its checkpoint, a run's row carries its lease
+    (`lease_owner`, `lease_expires`), its wake time (`wake_at`), the message topics it
+    waits on (`waits`) and whether a cancel was requested (`cancel_requested`). When a
+    run is *due* is `due_at(...)` of those fields: a saver indexes it (a partial index
+    over the rows where it is not null) so that claiming is one indexed query.
+
+    Writes (`save`) store `lease_owner`, `lease_expires`, `wake_at` and `waits` from the
+    `CheckpointWrite` as they are (the engine passes the lease it holds, or none on its
+    last write), never change `cancel_requested` (only `request_cancel` sets it; a new
+    run starts without it), and mark the messages whose ids are in `write.taken` as
+    taken, in the same transaction. A write that stores a run as `paused` or `sleeping`
+    with `waits` sets `wake_at` to now when an untaken message of a topic in `waits` is
+    already stored (it arrived while the run was being driven).
+
+    * `claim_runs(owner, task_names, now, lease_expires, limit) -> list[RunInfo]`:
+      atomically lease up to `limit` runs of the given tasks that are due at `now` and
+      whose lease is free or expired (`lease_expires <= now`), oldest due time first:
+      set `lease_owner=owner`, `lease_expires`, bump the version. Two concurrent claims
+      never return the same run. Returns the claimed runs' info after the claim.
+    * `renew_lease(run_id, owner, lease_expires) -> Lease`: extend the lease if `owner`
+      holds it (no version bump); `Lease(held=False)` if it does not (lost, or the run
+      is gone), else `Lease(True, cancel_requested)`.
+    * `release_lease(run_id, owner) -> None`: clear the lease if `owner` holds it (no
+      version bump): a run given up by a stopping worker is due again at once.
+    * `request_cancel(run_id, now) -> RunInfo | None`: set `cancel_requested` and bump
+      the version (so the driver's next write fails its compare-and-swap and it learns
+      of the cancel), unless the run is finished. A `queued` run becomes `cancelled` at
+      once (it never started: no code to unwind). `None` for a missing run; a finished
+      one is returned unchanged.
+    * `send_message(run_id, topic, data, now) -> int | None`: store a message for the
+      run, return its id (ids increase across the whole store); if the run is `paused`
+      or `sleeping` and waits on `topic`, set its `wake_at` to now. `None`, storing
+      nothing, when the run is missing or finished.
+    * `next_message(run_id, topic) -> tuple[int, bytes] | None`: the oldest untaken
+      message of `topic` for the run.
+    * `prune(finished_before, limit=None) -> int`: delete up to `limit` finished runs
+      (`done`, `failed`, `cancelled`) last updated before `finished_before`, with their
+      entries, partials and messages; return how many.
+
+    `delete` also forgets the run's messages. Times are seconds since the epoch, as
+    given by the caller (the engine's clock), never read from the database's own clock.
+    """
+
+    def claim_runs(
+        self,
+        owner: str,
+        task_names: Sequence[str],
+        now: float,
+        lease_expires: float,
+        limit: int,
+    ) -> MaybeAwaitable[list[RunInfo]]:
+        """Lease up to `limit` due runs of `task_names` to `owner`; see the class."""
+        ...
+
+    def renew_lease(
+        self, run_id: str, owner: str, lease_expires: float
+    ) -> MaybeAwaitable[Lease]:
+        """Extend `owner`'s lease on `run_id`; see the class."""
+        ...
+
+    def release_lease(self, run_id: str, owner: str) -> MaybeAwaitable[None]:
+        """Give up `owner`'s lease on `run_id`; see the class."""
+        ...
+
+    def request_cancel(self, run_id: str, now: float) -> MaybeAwaitable[RunInfo | None]:
+        """Ask for `run_id` to be cancelled; see the class."""
+        ...
+
+    def send_message(
+        self, run_id: str, topic: str, data: bytes, now: float
+    ) -> MaybeAwaitable[int | None]:
+        """Store a message for `run_id`; see the class."""
+        ...
+
+    def next_message(self, run_id: str, topic: str) -> MaybeAwaitable[tuple[int, bytes] | None]:
+        """The oldest untaken message of `topic` for `run_id`; see the class."""
+        ...
+
+    def prune(self, finished_before: float, limit: int | None = None) -> MaybeAwaitable[int]:
+        """Delete finished runs last updated before `finished_before`; see the class."""
+        ...
+
+
+def due_at(
+    status: str,
+    lease_expires: float | None,
+    wake_at: float | None,
+    cancel_requested: bool,
+    updated_at: float,
+) -> float | None:
+    """When a run with these fields is due for a worker, or `None` if never by itself.
+
+    * `queued`: at once (`updated_at`, so the oldest submitted runs go first).
+    * `running`: when its lease expires (its driver died); at once without a lease.
+    * `paused`, `sleeping`: at `wake_at` (a timer, a deadline, a message); at once if a
+      cancel was requested.
+    * finished: never.
+
+    A run is claimable when it is due and its lease is free or expired.
+    """
+    if status == "queued":
+        return updated_at
+    if status == "running":
+        return updated_at if lease_expires is None else lease_expires
+    if status in ("paused", "sleeping"):
+        return updated_at if cancel_requested else wake_at
+    return None
 
 
 def check_partials_limit(limit: int | None) -> None:
