@@ -7,11 +7,13 @@ version it read (compare-and-swap), so two workers can never both drive one run.
 
 Methods may be plain or `async`; the engine accepts both.
 
-A complete in-memory saver, as a user would write one::
+A complete in-memory saver, as a user would write one (the methods after `list_runs`
+are the optional runtime protocol, `RuntimeSaver`, that a `Worker` needs)::
 
     class DictSaver:
         def __init__(self) -> None:
             self.runs: dict[str, Checkpoint] = {}
+            self.mailbox = Mailbox()
 
         def load(self, run_id: str) -> Checkpoint | None:
             return self.runs.get(run_id)
@@ -19,23 +21,67 @@ A complete in-memory saver, as a user would write one::
         def save(self, write: CheckpointWrite, expected_version: int | None) -> int:
             old = self.runs.get(write.run_id)
             check_version(write.run_id, old, expected_version)
-            self.runs[write.run_id] = write.apply(old)
+            self.runs[write.run_id] = self.mailbox.on_save(write, write.apply(old))
             return self.runs[write.run_id].version
 
         def delete(self, run_id: str) -> None:
             self.runs.pop(run_id, None)
+            self.mailbox.forget(run_id)
 
         def list_runs(self, **filters: Any) -> list[RunInfo]:
             return filter_runs(self.runs.values(), **filters)
+
+        def claim_runs(
+            self, owner: str, task_names: Sequence[str], now: float, expires: float, limit: int
+        ) -> list[RunInfo]:
+            due = due_runs(self.runs.values(), task_names, now, limit)
+            claimed = [with_lease(run, owner, expires) for run in due]
+            self.runs.update((run.run_id, run) for run in claimed)
+            return [run.info() for run in claimed]
+
+        def renew_lease(self, run_id: str, owner: str, expires: float) -> Lease:
+            run = self.runs.get(run_id)
+            if run is None or run.lease_owner != owner:
+                return Lease(held=False)
+            self.runs[run_id] = replace(run, lease_expires=expires)
+            return Lease(held=True, cancel_requested=run.cancel_requested)
+
+        def release_lease(self, run_id: str, owner: str) -> None:
+            run = self.runs.get(run_id)
+            if run is not None and run.lease_owner == owner:
+                self.runs[run_id] = replace(run, lease_owner=None, lease_expires=None)
+
+        def request_cancel(self, run_id: str, now: float) -> RunInfo | None:
+            run = self.runs.get(run_id)
+            if run is None:
+                return None
+            self.runs[run_id] = with_cancel_request(run, now)
+            return self.runs[run_id].info()
+
+        def send_message(self, run_id: str, topic: str, data: bytes, now: float) -> int | None:
+            run = self.runs.get(run_id)
+            if run is None or run.status in FINISHED:
+                return None
+            self.runs[run_id] = woken_by_message(run, topic, now)
+            return self.mailbox.send(run_id, topic, data, now)
+
+        def next_message(self, run_id: str, topic: str) -> tuple[int, bytes] | None:
+            return self.mailbox.next(run_id, topic)
+
+        def prune(self, finished_before: float, limit: int | None = None) -> int:
+            old = prunable(self.runs.values(), finished_before, limit)
+            for run_id in old:
+                self.delete(run_id)
+            return len(old)
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
 
+from .._clock import current_clock
 from ..errors import CheckpointerTypeError, InvalidRunIdError, RunConflictError
 
 __all__ = [
@@ -45,15 +91,24 @@ __all__ = [
     "CheckpointWrite",
     "Checkpointer",
     "Lease",
+    "Mailbox",
+    "Message",
     "RunInfo",
     "RunStatus",
     "RuntimeSaver",
-    "due_at",
     "check_checkpointer",
     "check_partials_limit",
     "check_run_id",
     "check_version",
+    "due_at",
+    "due_runs",
     "filter_runs",
+    "is_claimable",
+    "prunable",
+    "stamp",
+    "with_cancel_request",
+    "with_lease",
+    "woken_by_message",
 ]
 
 MAX_RUN_ID_LENGTH = 255
@@ -156,8 +211,12 @@ class CheckpointWrite:
     taken: tuple[int, ...] = ()
 
     def apply(self, old: Checkpoint | None, now: float | None = None) -> Checkpoint:
-        """The checkpoint that results from this write over `old` (a helper for savers)."""
-        stamp = time.time() if now is None else now
+        """The checkpoint that results from this write over `old` (a helper for savers).
+
+        Stamped `now` (default: `stamp()`, the runtime's clock). The runtime's fields
+        come from the write, except `cancel_requested`, which only `request_cancel` sets.
+        """
+        stamp_ = stamp() if now is None else now
         if old is None:
             return Checkpoint(
                 self.run_id,
@@ -168,8 +227,8 @@ class CheckpointWrite:
                 self.pending,
                 self.state,
                 self.entries,
-                stamp,
-                stamp,
+                stamp_,
+                stamp_,
                 self.lease_owner,
                 self.lease_expires,
                 self.wake_at,
@@ -185,7 +244,7 @@ class CheckpointWrite:
             pending=self.pending,
             state=self.state,
             entries=old.entries + self.entries,
-            updated_at=stamp,
+            updated_at=stamp_,
             lease_owner=self.lease_owner,
             lease_expires=self.lease_expires,
             wake_at=self.wake_at,
@@ -333,9 +392,7 @@ class RuntimeSaver(Checkpointer, Protocol):
         """Lease up to `limit` due runs of `task_names` to `owner`; see the class."""
         ...
 
-    def renew_lease(
-        self, run_id: str, owner: str, lease_expires: float
-    ) -> MaybeAwaitable[Lease]:
+    def renew_lease(self, run_id: str, owner: str, lease_expires: float) -> MaybeAwaitable[Lease]:
         """Extend `owner`'s lease on `run_id`; see the class."""
         ...
 
@@ -386,6 +443,165 @@ def due_at(
     if status in ("paused", "sleeping"):
         return updated_at if cancel_requested else wake_at
     return None
+
+
+def stamp() -> float:
+    """Now, by the runtime's clock (`current_clock()`): what a saver stamps on a write.
+
+    The clock the engine and the `Worker` compare due times and leases with, so a run's
+    `updated_at` (the due time of a `queued` run) is on the same clock as `now` in
+    `claim_runs`, also under a test's `ManualClock`.
+    """
+    return current_clock().now()
+
+
+def is_claimable(run: RunInfo | Checkpoint, now: float) -> bool:
+    """Whether `claim_runs` at `now` may take `run`: due, and its lease free or expired."""
+    due = due_at(run.status, run.lease_expires, run.wake_at, run.cancel_requested, run.updated_at)
+    if due is None or due > now:
+        return False
+    return run.lease_owner is None or run.lease_expires is None or run.lease_expires <= now
+
+
+def due_runs(
+    runs: Iterable[Checkpoint], task_names: Collection[str], now: float, limit: int
+) -> list[Checkpoint]:
+    """The runs of `task_names` that `claim_runs` at `now` takes, oldest due time first,
+    at most `limit` (a helper for in-memory savers)."""
+    names = set(task_names)
+    chosen = [run for run in runs if run.task_name in names and is_claimable(run, now)]
+
+    def key(run: Checkpoint) -> tuple[float, str]:
+        due = due_at(
+            run.status, run.lease_expires, run.wake_at, run.cancel_requested, run.updated_at
+        )
+        return (due or 0.0, run.run_id)
+
+    chosen.sort(key=key)
+    return chosen[: max(limit, 0)]
+
+
+def with_lease(run: Checkpoint, owner: str, lease_expires: float) -> Checkpoint:
+    """`run` claimed by `owner` until `lease_expires`: the version bumped (a saver helper)."""
+    return replace(run, lease_owner=owner, lease_expires=lease_expires, version=run.version + 1)
+
+
+def with_cancel_request(run: Checkpoint, now: float) -> Checkpoint:
+    """`run` after `request_cancel` at `now` (a saver helper).
+
+    A finished run is unchanged. Otherwise `cancel_requested` is set and the version
+    bumped; a `queued` run is `cancelled` at once (its state blob is kept as it was:
+    the engine reads a `cancelled` run with `cancel_requested` as cancelled before it
+    started) and loses any lease.
+    """
+    if run.status in FINISHED:
+        return run
+    if run.status == "queued":
+        return replace(
+            run,
+            status="cancelled",
+            version=run.version + 1,
+            cancel_requested=True,
+            updated_at=now,
+            lease_owner=None,
+            lease_expires=None,
+            wake_at=None,
+            waits=(),
+        )
+    return replace(run, cancel_requested=True, version=run.version + 1, updated_at=now)
+
+
+def woken_by_message(run: Checkpoint, topic: str, now: float) -> Checkpoint:
+    """`run` after a message of `topic` arrived at `now`: a `paused` or `sleeping` run
+    that waits on `topic` is due at once (no version bump; a saver helper)."""
+    if (
+        run.status in ("paused", "sleeping")
+        and topic in run.waits
+        and (run.wake_at is None or run.wake_at > now)
+    ):
+        return replace(run, wake_at=now)
+    return run
+
+
+def prunable(runs: Iterable[Checkpoint], finished_before: float, limit: int | None) -> list[str]:
+    """The run ids `prune(finished_before, limit)` deletes: finished runs last updated
+    before `finished_before`, oldest first, at most `limit` (a helper for savers)."""
+    old = sorted(
+        (run.updated_at, run.run_id)
+        for run in runs
+        if run.status in FINISHED and run.updated_at < finished_before
+    )
+    if limit is not None:
+        old = old[: max(limit, 0)]
+    return [run_id for _, run_id in old]
+
+
+@dataclass(slots=True)
+class Message:
+    """One stored message (see `RuntimeSaver.send_message`)."""
+
+    id: int
+    run_id: str
+    topic: str
+    data: bytes
+    created_at: float
+    taken: bool = False
+
+
+@dataclass(slots=True)
+class Mailbox:
+    """The messages of every run, in memory: a helper for in-memory savers.
+
+    Not locked by itself: a saver shared between threads calls it under its own lock.
+    """
+
+    next_id: int = 1
+    by_run: dict[str, list[Message]] = field(default_factory=dict)
+
+    def send(self, run_id: str, topic: str, data: bytes, now: float) -> int:
+        """Store a message; return its id (ids increase across the mailbox)."""
+        message = Message(self.next_id, run_id, topic, data, now)
+        self.next_id += 1
+        self.by_run.setdefault(run_id, []).append(message)
+        return message.id
+
+    def next(self, run_id: str, topic: str) -> tuple[int, bytes] | None:
+        """The oldest untaken message of `topic` for `run_id`, as `(id, data)`."""
+        for message in self.by_run.get(run_id, ()):
+            if message.topic == topic and not message.taken:
+                return (message.id, message.data)
+        return None
+
+    def take(self, run_id: str, ids: Collection[int]) -> None:
+        """Mark the messages of `run_id` with these ids as taken."""
+        if ids:
+            for message in self.by_run.get(run_id, ()):
+                if message.id in ids:
+                    message.taken = True
+
+    def waiting(self, run_id: str, topics: Collection[str]) -> bool:
+        """Whether an untaken message of one of `topics` is stored for `run_id`."""
+        return any(
+            message.topic in topics and not message.taken for message in self.by_run.get(run_id, ())
+        )
+
+    def on_save(self, write: CheckpointWrite, saved: Checkpoint) -> Checkpoint:
+        """`saved` (the checkpoint `write` produced) after the write's message rules:
+        `write.taken` marked taken, and a `paused` / `sleeping` run that waits on a
+        topic with an untaken message due at once (`wake_at` = its `updated_at`)."""
+        self.take(write.run_id, write.taken)
+        if (
+            saved.status in ("paused", "sleeping")
+            and saved.waits
+            and self.waiting(saved.run_id, saved.waits)
+            and (saved.wake_at is None or saved.wake_at > saved.updated_at)
+        ):
+            return replace(saved, wake_at=saved.updated_at)
+        return saved
+
+    def forget(self, run_id: str) -> None:
+        """Delete every message of `run_id`."""
+        self.by_run.pop(run_id, None)
 
 
 def check_partials_limit(limit: int | None) -> None:

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import threading
-import time
+from collections.abc import Sequence
 from dataclasses import replace
 
 from .base import (
+    FINISHED,
     Checkpoint,
     CheckpointWrite,
+    Lease,
+    Mailbox,
     RunInfo,
     RunStatus,
     check_partials_limit,
     check_version,
+    due_runs,
     filter_runs,
+    prunable,
+    stamp,
+    with_cancel_request,
+    with_lease,
+    woken_by_message,
 )
 
 __all__ = ["MemorySaver"]
@@ -24,7 +33,9 @@ class MemorySaver:
 
     Values are stored as the engine's encoded bytes, so mutating a value after it
     was saved cannot change the checkpoint; so are the partials of the stream log.
-    Safe to share between threads.
+    Safe to share between threads. It has the runtime protocol (`RuntimeSaver`: leases,
+    claims, cancel requests, messages, pruning), so a `Worker` can drive its runs within
+    the process.
 
     Its runs end with the process, so a call without `run_id` may use the run id
     `"default"` with it, as without a checkpointer (`allows_default_run_id`).
@@ -42,6 +53,7 @@ class MemorySaver:
         # Per run: the stream log, partial `seq` at index `seq` (`None`: never stored,
         # as when an earlier attempt recorded only the count). Read up to `delivered`.
         self._partials: dict[str, list[bytes | None]] = {}
+        self._mailbox = Mailbox()
         self._lock = threading.Lock()
 
     def load(self, run_id: str) -> Checkpoint | None:
@@ -56,12 +68,12 @@ class MemorySaver:
             counter = self._counters.get(run_id)
             if counter is None or expected_version is None or counter[1] != expected_version:
                 check_version(run_id, self._current(run_id), expected_version)
-            now = time.time()
+            now = stamp()
             old = self._runs.get(run_id)
             if old is None:
                 self._entries[run_id] = list(write.entries)
                 self._partials[run_id] = []
-                version, created_at = 1, now
+                version, created_at, cancel_requested = 1, now, False
             else:
                 # Entries live in a list beside the checkpoint: a write appends to it and
                 # never copies the journal, so a run with n steps stays O(n), not O(n²).
@@ -70,17 +82,26 @@ class MemorySaver:
                 if len(log) > write.delivered:  # a shorter re-run: cut the stream log
                     del log[write.delivered :]
                 version, created_at = expected_version + 1, old.created_at  # type: ignore[operator]
-            self._runs[run_id] = Checkpoint(
-                run_id,
-                write.task_name,
-                write.status,
-                version,
-                write.delivered,
-                write.pending,
-                write.state,
-                (),
-                created_at,
-                now,
+                cancel_requested = old.cancel_requested
+            self._runs[run_id] = self._mailbox.on_save(
+                write,
+                Checkpoint(
+                    run_id,
+                    write.task_name,
+                    write.status,
+                    version,
+                    write.delivered,
+                    write.pending,
+                    write.state,
+                    (),
+                    created_at,
+                    now,
+                    write.lease_owner,
+                    write.lease_expires,
+                    write.wake_at,
+                    cancel_requested,
+                    write.waits,
+                ),
             )
             self._counters[run_id] = [write.delivered, version, now]
             return version
@@ -94,7 +115,7 @@ class MemorySaver:
                 raise AssertionError("unreachable")  # pragma: no cover
             counter[0] = delivered
             counter[1] = version = expected_version + 1
-            counter[2] = time.time()
+            counter[2] = stamp()
             return version
 
     def append_partial(self, run_id: str, seq: int, data: bytes, expected_version: int) -> int:
@@ -116,7 +137,7 @@ class MemorySaver:
                 log.append(data)
             counter[0] = seq + 1
             counter[1] = version = expected_version + 1
-            counter[2] = time.time()
+            counter[2] = stamp()
             return version
 
     def load_partials(
@@ -149,6 +170,7 @@ class MemorySaver:
             self._counters.pop(run_id, None)
             self._entries.pop(run_id, None)
             self._partials.pop(run_id, None)
+            self._mailbox.forget(run_id)
 
     def list_runs(
         self,
@@ -169,17 +191,88 @@ class MemorySaver:
             offset=offset,
         )
 
-    def _current(self, run_id: str) -> Checkpoint | None:
-        stored = self._runs.get(run_id)
-        if stored is None:
-            return None
+    def claim_runs(
+        self,
+        owner: str,
+        task_names: Sequence[str],
+        now: float,
+        lease_expires: float,
+        limit: int,
+    ) -> list[RunInfo]:
+        """Lease up to `limit` due runs of `task_names` to `owner` (see `RuntimeSaver`)."""
+        with self._lock:
+            rows = [self._row(run_id) for run_id in self._runs]
+            claimed = [
+                self._put(with_lease(run, owner, lease_expires))
+                for run in due_runs(rows, task_names, now, limit)
+            ]
+            return [run.info() for run in claimed]
+
+    def renew_lease(self, run_id: str, owner: str, lease_expires: float) -> Lease:
+        """Extend `owner`'s lease on `run_id` (see `RuntimeSaver`)."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.lease_owner != owner:
+                return Lease(held=False)
+            self._runs[run_id] = replace(run, lease_expires=lease_expires)
+            return Lease(held=True, cancel_requested=run.cancel_requested)
+
+    def release_lease(self, run_id: str, owner: str) -> None:
+        """Give up `owner`'s lease on `run_id` (see `RuntimeSaver`)."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is not None and run.lease_owner == owner:
+                self._runs[run_id] = replace(run, lease_owner=None, lease_expires=None)
+
+    def request_cancel(self, run_id: str, now: float) -> RunInfo | None:
+        """Ask for `run_id` to be cancelled (see `RuntimeSaver`)."""
+        with self._lock:
+            if run_id not in self._runs:
+                return None
+            return self._put(with_cancel_request(self._row(run_id), now)).info()
+
+    def send_message(self, run_id: str, topic: str, data: bytes, now: float) -> int | None:
+        """Store a message for `run_id`; `None` if it is missing or finished."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.status in FINISHED:
+                return None
+            self._runs[run_id] = woken_by_message(run, topic, now)
+            return self._mailbox.send(run_id, topic, data, now)
+
+    def next_message(self, run_id: str, topic: str) -> tuple[int, bytes] | None:
+        """The oldest untaken message of `topic` for `run_id`, as `(id, data)`."""
+        with self._lock:
+            return self._mailbox.next(run_id, topic)
+
+    def prune(self, finished_before: float, limit: int | None = None) -> int:
+        """Delete finished runs last updated before `finished_before` (see `RuntimeSaver`)."""
+        with self._lock:
+            old = prunable((self._row(run_id) for run_id in self._runs), finished_before, limit)
+        for run_id in old:
+            self.delete(run_id)
+        return len(old)
+
+    def _row(self, run_id: str) -> Checkpoint:
+        """The stored row of `run_id`, its counters applied, without its entries."""
+        stored = self._runs[run_id]
         delivered, version, updated_at = self._counters[run_id]
         if version != stored.version:
             stored = replace(
                 stored, delivered=int(delivered), version=int(version), updated_at=updated_at
             )
             self._runs[run_id] = stored
-        return replace(stored, entries=tuple(self._entries[run_id]))
+        return stored
+
+    def _put(self, run: Checkpoint) -> Checkpoint:
+        self._runs[run.run_id] = run
+        self._counters[run.run_id] = [run.delivered, run.version, run.updated_at]
+        return run
+
+    def _current(self, run_id: str) -> Checkpoint | None:
+        if run_id not in self._runs:
+            return None
+        return replace(self._row(run_id), entries=tuple(self._entries[run_id]))
 
     def __len__(self) -> int:
         return len(self._runs)
