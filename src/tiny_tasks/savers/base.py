@@ -100,6 +100,7 @@ __all__ = [
     "check_partials_limit",
     "check_run_id",
     "check_version",
+    "claimable_at",
     "due_at",
     "due_runs",
     "filter_runs",
@@ -341,8 +342,10 @@ class RuntimeSaver(Checkpointer, Protocol):
     The runs table is the queue. Besides its checkpoint, a run's row carries its lease
     (`lease_owner`, `lease_expires`), its wake time (`wake_at`), the message topics it
     waits on (`waits`) and whether a cancel was requested (`cancel_requested`). When a
-    run is *due* is `due_at(...)` of those fields: a saver indexes it (a partial index
-    over the rows where it is not null) so that claiming is one indexed query.
+    run is *due* is `due_at(...)` of those fields, and when it can be claimed (due, and
+    its lease expired) is `claimable_at(...)`: a SQL saver stores and indexes the latter
+    (a partial index over the rows where it is not null), so that claiming is one
+    indexed query.
 
     Writes (`save`) store `lease_owner`, `lease_expires`, `wake_at` and `waits` from the
     `CheckpointWrite` as they are (the engine passes the lease it holds, or none on its
@@ -354,7 +357,8 @@ class RuntimeSaver(Checkpointer, Protocol):
 
     * `claim_runs(owner, task_names, now, lease_expires, limit) -> list[RunInfo]`:
       atomically lease up to `limit` runs of the given tasks that are due at `now` and
-      whose lease is free or expired (`lease_expires <= now`), oldest due time first:
+      whose lease is free or expired (`lease_expires <= now`), earliest first by
+      `claimable_at` (the later of the two), ties by run id:
       set `lease_owner=owner`, `lease_expires`, bump the version. Two concurrent claims
       never return the same run. Returns the claimed runs' info after the claim.
     * `renew_lease(run_id, owner, lease_expires) -> Lease`: extend the lease if `owner`
@@ -455,27 +459,43 @@ def stamp() -> float:
     return current_clock().now()
 
 
+def claimable_at(
+    status: str,
+    lease_expires: float | None,
+    wake_at: float | None,
+    cancel_requested: bool,
+    updated_at: float,
+) -> float | None:
+    """When `claim_runs` may take a run with these fields: its `due_at`, or its lease's
+    expiry if later; `None` if never by itself. What a saver indexes (claims take the
+    earliest first, ties by run id)."""
+    due = due_at(status, lease_expires, wake_at, cancel_requested, updated_at)
+    if due is None or lease_expires is None:
+        return due
+    return max(due, lease_expires)
+
+
 def is_claimable(run: RunInfo | Checkpoint, now: float) -> bool:
     """Whether `claim_runs` at `now` may take `run`: due, and its lease free or expired."""
-    due = due_at(run.status, run.lease_expires, run.wake_at, run.cancel_requested, run.updated_at)
-    if due is None or due > now:
-        return False
-    return run.lease_owner is None or run.lease_expires is None or run.lease_expires <= now
+    at = claimable_at(
+        run.status, run.lease_expires, run.wake_at, run.cancel_requested, run.updated_at
+    )
+    return at is not None and at <= now
 
 
 def due_runs(
     runs: Iterable[Checkpoint], task_names: Collection[str], now: float, limit: int
 ) -> list[Checkpoint]:
-    """The runs of `task_names` that `claim_runs` at `now` takes, oldest due time first,
-    at most `limit` (a helper for in-memory savers)."""
+    """The runs of `task_names` that `claim_runs` at `now` takes, earliest `claimable_at`
+    first (ties by run id), at most `limit` (a helper for in-memory savers)."""
     names = set(task_names)
     chosen = [run for run in runs if run.task_name in names and is_claimable(run, now)]
 
     def key(run: Checkpoint) -> tuple[float, str]:
-        due = due_at(
+        at = claimable_at(
             run.status, run.lease_expires, run.wake_at, run.cancel_requested, run.updated_at
         )
-        return (due or 0.0, run.run_id)
+        return (at or 0.0, run.run_id)
 
     chosen.sort(key=key)
     return chosen[: max(limit, 0)]
