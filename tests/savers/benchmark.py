@@ -6,7 +6,8 @@ For each saver it reports microseconds per awaited call, awaited one after anoth
 one coroutine: `mark_delivered` (the per-partial write that records the count),
 `append_partial` (the per-partial write of exactly-once delivery, which also stores a
 12-byte partial in the stream log) and `save` (a 14-byte state and one 200-byte entry);
-then the same `mark_delivered` from 16 coroutines at once, where
+then `save` of a step under a lease (as a run driven by the runtime writes it); then
+the same `mark_delivered` from 16 coroutines at once, where
 group commit shares each SQLite transaction. SQLite runs at NORMAL durability with and
 without `inline_marks` (the per-partial write on the caller's thread, or every write on
 the saver's thread), then at FULL durability.
@@ -38,6 +39,13 @@ STATE = b"state-blob-123"
 
 def _write(run_id: str, delivered: int) -> CheckpointWrite:
     return CheckpointWrite(run_id, "bench", "running", delivered, (), STATE, (ENTRY,))
+
+
+def _leased_write(run_id: str, delivered: int) -> CheckpointWrite:
+    """A step of a run driven under a lease (every runtime write carries it)."""
+    return CheckpointWrite(
+        run_id, "bench", "running", delivered, (), STATE, (ENTRY,), "owner-1", 2e9
+    )
 
 
 def _report(name: str, samples: list[float]) -> None:
@@ -78,6 +86,11 @@ async def bench_saver(saver: Any, calls: int, repeats: int) -> None:
         for delivered in range(count):
             version = await saver.save(_write("sequential", delivered), version)
 
+    async def leased_saves(count: int) -> None:
+        nonlocal version
+        for delivered in range(count):
+            version = await saver.save(_leased_write("sequential", delivered), version)
+
     async def concurrent_marks(count: int) -> None:
         async def one(run_id: str, share: int) -> None:
             stored = await saver.load(run_id)
@@ -92,6 +105,7 @@ async def bench_saver(saver: Any, calls: int, repeats: int) -> None:
     await marks(calls // 10)  # warm up caches and prepared statements
     _report("mark_delivered, sequential", await _repeat(repeats, calls, marks))
     _report("save (1 entry of 200 B), sequential", await _repeat(repeats, calls, saves))
+    _report("save under a lease, sequential", await _repeat(repeats, calls, leased_saves))
     _report("append_partial (12 B), sequential", await _repeat(repeats, calls, appends))
     _report(
         "mark_delivered, 16 coroutines (per call)", await _repeat(repeats, calls, concurrent_marks)

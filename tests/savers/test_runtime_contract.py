@@ -4,6 +4,7 @@ runs too."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,13 @@ from tiny_tasks.savers.conformance import RUNTIME_CHECKS
 
 # SQLite and PostgreSQL get the runtime protocol next (schema v3); until then only the
 # in-memory savers run these.
-@pytest.fixture(params=["memory", "dict"])
-async def runtime_saver(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    return await make_saver(request.param, request, tmp_path)
+@pytest.fixture(params=["memory", "dict", "sqlite"])
+async def runtime_saver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    saver = await make_saver(request.param, request, tmp_path)
+    yield saver
+    close = getattr(saver, "close", None)
+    if close is not None:
+        await close()
 
 
 @pytest.mark.parametrize("check", RUNTIME_CHECKS, ids=[check.__name__ for check in RUNTIME_CHECKS])

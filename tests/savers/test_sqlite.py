@@ -18,7 +18,7 @@ import pytest
 
 from tiny_tasks.errors import TinyTasksError
 from tiny_tasks.savers import SqliteSaver, _sqlite_schema
-from tiny_tasks.savers.base import CheckpointWrite
+from tiny_tasks.savers.base import Checkpoint, CheckpointWrite
 
 
 def _write(run_id: str, *entries: bytes, state: bytes = b"state") -> CheckpointWrite:
@@ -78,7 +78,7 @@ def test_in_memory_databases_are_refused(path: str) -> None:
         SqliteSaver(path)
 
 
-async def test_a_new_database_is_at_schema_version_2(tmp_path: Path) -> None:
+async def test_a_new_database_is_at_schema_version_3(tmp_path: Path) -> None:
     async with SqliteSaver(tmp_path / "runs.db") as saver:
         await saver.setup()
     with closing(sqlite3.connect(tmp_path / "runs.db")) as connection:
@@ -86,14 +86,22 @@ async def test_a_new_database_is_at_schema_version_2(tmp_path: Path) -> None:
         tables = connection.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
         ).fetchall()
-    assert versions == [(1,), (2,)]
+        due_index = connection.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'tiny_tasks_runs_due'"
+        ).fetchone()
+    assert versions == [(1,), (2,), (3,)]
     assert tables == [
+        ("sqlite_sequence",),
         ("tiny_tasks_entries",),
+        ("tiny_tasks_messages",),
         ("tiny_tasks_partials",),
         ("tiny_tasks_runs",),
         ("tiny_tasks_schema",),
         ("tiny_tasks_states",),
     ]
+    assert due_index == (
+        "CREATE INDEX tiny_tasks_runs_due ON tiny_tasks_runs (due_at) WHERE due_at IS NOT NULL",
+    )
 
 
 async def test_opening_an_older_database_applies_the_new_migrations(
@@ -101,9 +109,9 @@ async def test_opening_an_older_database_applies_the_new_migrations(
 ) -> None:
     async with SqliteSaver(tmp_path / "runs.db") as saver:
         await saver.save(_write("kept", b"entry"), None)
-    version_3 = ("ALTER TABLE tiny_tasks_runs ADD COLUMN owner TEXT",)
-    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", (*_sqlite_schema.MIGRATIONS, version_3))
-    monkeypatch.setattr(_sqlite_schema, "LATEST_VERSION", 3)
+    version_4 = ("ALTER TABLE tiny_tasks_runs ADD COLUMN owner TEXT",)
+    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", (*_sqlite_schema.MIGRATIONS, version_4))
+    monkeypatch.setattr(_sqlite_schema, "LATEST_VERSION", 4)
 
     async with SqliteSaver(tmp_path / "runs.db") as saver:
         stored = await saver.load("kept")
@@ -113,41 +121,73 @@ async def test_opening_an_older_database_applies_the_new_migrations(
     with closing(sqlite3.connect(tmp_path / "runs.db")) as connection:
         versions = connection.execute("SELECT version FROM tiny_tasks_schema").fetchall()
         owner = connection.execute("SELECT owner FROM tiny_tasks_runs").fetchall()
-    assert versions == [(1,), (2,), (3,)]
+    assert versions == [(1,), (2,), (3,), (4,)]
     assert owner == [(None,)]
 
 
-async def test_a_version_1_database_gets_the_stream_log(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _old_database(path: Path, version: int) -> None:
+    """A database as tiny-tasks at schema `version` left it: a running run (its process
+    died), a paused one and a finished one's leftovers never exist in these versions."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as connection:
+        connection.execute(
+            "CREATE TABLE tiny_tasks_schema (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        for number, statements in enumerate(_sqlite_schema.MIGRATIONS[:version], 1):
+            for statement in statements:
+                connection.execute(statement)
+            connection.execute("INSERT INTO tiny_tasks_schema VALUES (?, 0.0)", (number,))
+        for run_id, status, pending in [
+            ("crashed", "running", "[]"),
+            ("paused", "paused", '["task/interrupt#0"]'),
+        ]:
+            connection.execute(
+                "INSERT INTO tiny_tasks_runs VALUES (?, 'task', ?, 2, 3, ?, 1, 100.0, 200.0)",
+                (run_id, status, pending),
+            )
+            connection.execute("INSERT INTO tiny_tasks_states VALUES (?, ?)", (run_id, b"st"))
+            connection.execute("INSERT INTO tiny_tasks_entries VALUES (?, 0, ?)", (run_id, b"e"))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_an_older_database_is_migrated_to_the_runtime_schema(
+    tmp_path: Path, version: int
 ) -> None:
-    with monkeypatch.context() as patched:
-        patched.setattr(_sqlite_schema, "MIGRATIONS", _sqlite_schema.MIGRATIONS[:1])
-        patched.setattr(_sqlite_schema, "LATEST_VERSION", 1)
-        async with SqliteSaver(tmp_path / "runs.db") as saver:
-            await saver.save(_write("kept", b"entry"), None)
-            assert await saver.mark_delivered("kept", 3, 1) == 2
+    _old_database(tmp_path / "runs.db", version)
 
     async with SqliteSaver(tmp_path / "runs.db") as saver:
-        assert await saver.load_partials("kept") == []
-        assert await saver.append_partial("kept", 3, b"four", 2) == 3
-        stored = await saver.load("kept")
-        assert await saver.load_partials("kept") == [(3, b"four")]
+        crashed = await saver.load("crashed")
+        paused = await saver.load("paused")
+        claimed = await saver.claim_runs("worker", ["task"], 300.0, 400.0, 10)
+        assert await saver.append_partial("crashed", 3, b"four", 3) == 4
+        assert await saver.load_partials("crashed") == [(3, b"four")]
+        message = await saver.send_message("paused", "topic", b"hello", 300.0)
+        assert await saver.next_message("paused", "topic") == (message, b"hello")
 
-    assert stored is not None
-    assert (stored.entries, stored.delivered, stored.version) == ((b"entry",), 4, 3)
+    # A running run of an older version has no lease: it is claimable at once.
+    assert crashed == Checkpoint(
+        "crashed", "task", "running", 2, 3, (), b"st", (b"e",), 100.0, 200.0
+    )
+    assert paused == Checkpoint(
+        "paused", "task", "paused", 2, 3, ("task/interrupt#0",), b"st", (b"e",), 100.0, 200.0
+    )
+    assert [(run.run_id, run.version, run.lease_owner) for run in claimed] == [
+        ("crashed", 3, "worker")
+    ]
     with closing(sqlite3.connect(tmp_path / "runs.db")) as connection:
         versions = connection.execute("SELECT version FROM tiny_tasks_schema").fetchall()
-    assert versions == [(1,), (2,)]
+        due = connection.execute("SELECT run_id, due_at FROM tiny_tasks_runs ORDER BY run_id")
+        assert due.fetchall() == [("crashed", 400.0), ("paused", None)]
+    assert versions == [(1,), (2,), (3,)]
 
 
 async def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     async with SqliteSaver(tmp_path / "runs.db") as saver:
         await saver.setup()
     with closing(sqlite3.connect(tmp_path / "runs.db")) as connection, connection:
-        connection.execute("INSERT INTO tiny_tasks_schema VALUES (3, 0.0)")
+        connection.execute("INSERT INTO tiny_tasks_schema VALUES (4, 0.0)")
 
     async with SqliteSaver(tmp_path / "runs.db") as saver:
-        with pytest.raises(TinyTasksError, match="has checkpoint schema version 3, but this"):
+        with pytest.raises(TinyTasksError, match="has checkpoint schema version 4, but this"):
             await saver.setup()
         with pytest.raises(TinyTasksError, match="upgrade tiny-tasks to open it"):
             await saver.load("any")
@@ -240,7 +280,7 @@ async def test_a_full_vacuum_of_an_incremental_file_keeps_every_run(tmp_path: Pa
 _KILLED_WRITER = """
 import asyncio, sys
 from tiny_tasks.savers import SqliteSaver
-from tiny_tasks.savers.base import CheckpointWrite
+from tiny_tasks.savers.base import Checkpoint, CheckpointWrite
 
 def say(line):
     sys.stdout.write(line + "\\n")

@@ -35,6 +35,7 @@ from typing import Any
 
 from . import _sqlite_queries as queries
 from ._sqlite_thread import DatabaseThread
+from .base import stamp
 
 CONCURRENT_WITHIN = 0.002
 """Seconds: a mark for another run this soon after the last one means several streams."""
@@ -75,13 +76,13 @@ class InlineMarker:
 
         Raises `RunConflictError` as the thread would.
         """
-        return self._try(run_id, queries.mark_delivered, (delivered, expected_version), False)
+        args = (delivered, expected_version, stamp())
+        return self._try(run_id, queries.mark_delivered, args, False)
 
-    def try_append(
-        self, run_id: str, seq: int, data: bytes, expected_version: int
-    ) -> int | None:
+    def try_append(self, run_id: str, seq: int, data: bytes, expected_version: int) -> int | None:
         """`append_partial` here, as `try_mark`: the new version, or `None` (the thread)."""
-        return self._try(run_id, queries.append_partial, (seq, data, expected_version), True)
+        args = (seq, data, expected_version, stamp())
+        return self._try(run_id, queries.append_partial, args, True)
 
     def _try(
         self, run_id: str, work: Callable[..., int], args: tuple[Any, ...], transaction: bool

@@ -59,6 +59,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (run_id, seq)
         ) WITHOUT ROWID""",
     ),
+    # Version 3: the runtime (leases, timers, cancel requests, messages). `due_at` is
+    # the run's `claimable_at` (when a worker may claim it), kept by every write that
+    # changes what it depends on; the partial index holds only the runs that can ever
+    # be claimed, so a claim reads the few due ones first whatever the table's size.
+    # A running run of an older version (no lease) is claimable at once.
+    (
+        "ALTER TABLE tiny_tasks_runs ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE tiny_tasks_runs ADD COLUMN lease_expires REAL",
+        "ALTER TABLE tiny_tasks_runs ADD COLUMN wake_at REAL",
+        "ALTER TABLE tiny_tasks_runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tiny_tasks_runs ADD COLUMN waits TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE tiny_tasks_runs ADD COLUMN due_at REAL",
+        "UPDATE tiny_tasks_runs SET due_at = updated_at WHERE status IN ('queued', 'running')",
+        "CREATE INDEX tiny_tasks_runs_due ON tiny_tasks_runs (due_at) WHERE due_at IS NOT NULL",
+        """CREATE TABLE tiny_tasks_messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            data BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            taken INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX tiny_tasks_messages_next ON tiny_tasks_messages (run_id, topic, taken, id)",
+    ),
 )
 """Migration `i` brings the schema from version `i` to version `i + 1`."""
 

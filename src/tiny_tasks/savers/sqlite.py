@@ -26,6 +26,7 @@ import os
 import sqlite3
 import threading
 import warnings
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -34,7 +35,15 @@ from ._retry import Backoff
 from ._sqlite_inline import InlineMarker
 from ._sqlite_schema import SYNCHRONOUS_LEVELS, connect
 from ._sqlite_thread import DatabaseThread, LoopWaker, Work
-from .base import Checkpoint, CheckpointWrite, RunInfo, RunStatus, check_partials_limit
+from .base import (
+    Checkpoint,
+    CheckpointWrite,
+    Lease,
+    RunInfo,
+    RunStatus,
+    check_partials_limit,
+    stamp,
+)
 
 __all__ = ["SqliteSaver"]
 
@@ -140,7 +149,7 @@ class SqliteSaver:
         `expected_version=None` creates the run. Raises `RunConflictError` if the run
         exists (when creating) or is not at `expected_version`.
         """
-        args = (write, queries.encode_pending(write.pending), expected_version)
+        args = (write, queries.encode_pending(write.pending), expected_version, stamp())
         try:
             version: int = await self._call(queries.save, args, writes=True)
         except sqlite3.OperationalError as error:
@@ -159,7 +168,7 @@ class SqliteSaver:
                 return done
         elif self._inline_wanted:
             self._open_inline()  # for the next marks; this one keeps its place in line
-        args = (run_id, delivered, expected_version)
+        args = (run_id, delivered, expected_version, stamp())
         try:
             version: int = await self._call(queries.mark_delivered, args, writes=True)
         except sqlite3.OperationalError as error:
@@ -186,7 +195,7 @@ class SqliteSaver:
         version: int = await self._retrying(
             "append_partial",
             queries.append_partial,
-            (run_id, seq, data, expected_version),
+            (run_id, seq, data, expected_version, stamp()),
             writes=True,
         )
         return version
@@ -222,7 +231,7 @@ class SqliteSaver:
             self._inline = marker
 
     async def delete(self, run_id: str) -> None:
-        """Forget `run_id`, its entries and its partials (no error if it is not stored)."""
+        """Forget `run_id`, its entries, partials and messages (no error if not stored)."""
         await self._retrying("delete", queries.delete, (run_id,), writes=True)
 
     async def list_runs(
@@ -243,6 +252,67 @@ class SqliteSaver:
             "list_runs", queries.list_runs, (status, task_name, limit, offset), writes=False
         )
         return runs
+
+    async def claim_runs(
+        self,
+        owner: str,
+        task_names: Sequence[str],
+        now: float,
+        lease_expires: float,
+        limit: int,
+    ) -> list[RunInfo]:
+        """Lease up to `limit` claimable runs of `task_names` to `owner`, earliest first.
+
+        One write transaction (the database's write lock): a SELECT over the partial
+        index of claimable runs and an UPDATE of those it found, so claims of several
+        processes never take the same run. See `RuntimeSaver`.
+        """
+        args = (list(task_names), now, lease_expires, limit)
+        claimed: list[RunInfo] = await self._retrying(
+            "claim_runs", queries.claim_runs, (owner, *args), writes=True
+        )
+        return claimed
+
+    async def renew_lease(self, run_id: str, owner: str, lease_expires: float) -> Lease:
+        """Extend `owner`'s lease on `run_id` (see `RuntimeSaver`)."""
+        lease: Lease = await self._retrying(
+            "renew_lease", queries.renew_lease, (run_id, owner, lease_expires), writes=True
+        )
+        return lease
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        """Give up `owner`'s lease on `run_id` (see `RuntimeSaver`)."""
+        await self._retrying("release_lease", queries.release_lease, (run_id, owner), writes=True)
+
+    async def request_cancel(self, run_id: str, now: float) -> RunInfo | None:
+        """Ask for `run_id` to be cancelled (see `RuntimeSaver`)."""
+        info: RunInfo | None = await self._retrying(
+            "request_cancel", queries.request_cancel, (run_id, now), writes=True
+        )
+        return info
+
+    async def send_message(self, run_id: str, topic: str, data: bytes, now: float) -> int | None:
+        """Store a message for `run_id`; `None` if it is missing or finished (see
+        `RuntimeSaver`)."""
+        message_id: int | None = await self._retrying(
+            "send_message", queries.send_message, (run_id, topic, data, now), writes=True
+        )
+        return message_id
+
+    async def next_message(self, run_id: str, topic: str) -> tuple[int, bytes] | None:
+        """The oldest untaken message of `topic` for `run_id`, as `(id, data)`."""
+        found: tuple[int, bytes] | None = await self._retrying(
+            "next_message", queries.next_message, (run_id, topic), writes=False
+        )
+        return found
+
+    async def prune(self, finished_before: float, limit: int | None = None) -> int:
+        """Delete finished runs last updated before `finished_before`, with their
+        entries, partials and messages; return how many (see `RuntimeSaver`)."""
+        count: int = await self._retrying(
+            "prune", queries.prune, (finished_before, limit), writes=True
+        )
+        return count
 
     async def vacuum(self, *, full: bool = False) -> int:
         """Give the space of deleted runs back to the file system; return the bytes freed.
