@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from tiny_tasks.errors import RunConflictError, SaverConnectionError, TinyTasksError
 from tiny_tasks.savers import PostgresSaver, _postgres_schema
-from tiny_tasks.savers.base import CheckpointWrite
+from tiny_tasks.savers.base import Checkpoint, CheckpointWrite
 
 
 def _write(run_id: str, *entries: bytes) -> CheckpointWrite:
@@ -33,13 +33,14 @@ async def test_setup_is_idempotent_and_concurrent_calls_are_safe(postgres_dsn: s
         await second.setup()
 
     versions = await _fetch(postgres_dsn, "SELECT version FROM tiny_tasks_schema ORDER BY 1")
-    assert versions == [(1,), (2,)]
+    assert versions == [(1,), (2,), (3,)]
     tables = await _fetch(
         postgres_dsn,
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
     )
     assert tables == [
         ("tiny_tasks_entries",),
+        ("tiny_tasks_messages",),
         ("tiny_tasks_partials",),
         ("tiny_tasks_runs",),
         ("tiny_tasks_schema",),
@@ -62,9 +63,9 @@ async def test_setup_applies_new_migrations_to_an_older_schema(
     async with PostgresSaver(postgres_dsn) as saver:
         await saver.setup()
         await saver.save(_write("kept", b"entry"), None)
-    version_3 = ("ALTER TABLE tiny_tasks_runs ADD COLUMN owner text",)
-    monkeypatch.setattr(_postgres_schema, "MIGRATIONS", (*_postgres_schema.MIGRATIONS, version_3))
-    monkeypatch.setattr(_postgres_schema, "LATEST_VERSION", 3)
+    version_4 = ("ALTER TABLE tiny_tasks_runs ADD COLUMN owner text",)
+    monkeypatch.setattr(_postgres_schema, "MIGRATIONS", (*_postgres_schema.MIGRATIONS, version_4))
+    monkeypatch.setattr(_postgres_schema, "LATEST_VERSION", 4)
 
     async with PostgresSaver(postgres_dsn) as saver:
         await saver.setup()
@@ -73,42 +74,77 @@ async def test_setup_applies_new_migrations_to_an_older_schema(
     assert stored is not None
     assert stored.entries == (b"entry",)
     versions = await _fetch(postgres_dsn, "SELECT version FROM tiny_tasks_schema ORDER BY 1")
-    assert versions == [(1,), (2,), (3,)]
+    assert versions == [(1,), (2,), (3,), (4,)]
     assert await _fetch(postgres_dsn, "SELECT owner FROM tiny_tasks_runs") == [(None,)]
 
 
-async def test_a_version_1_schema_gets_the_stream_log(
-    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+async def _old_schema(dsn: str, version: int) -> None:
+    """A database as tiny-tasks at schema `version` left it: a running run (its process
+    died) and a paused one, written with that version's columns."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
+        await connection.execute(
+            "CREATE TABLE tiny_tasks_schema (version integer PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for number, statements in enumerate(_postgres_schema.MIGRATIONS[:version], 1):
+            for statement in statements:
+                await connection.execute(statement.encode())
+            await connection.execute(
+                "INSERT INTO tiny_tasks_schema (version) VALUES (%s)", (number,)
+            )
+        for run_id, status, pending in [
+            ("crashed", "running", []),
+            ("paused", "paused", ["task/interrupt#0"]),
+        ]:
+            await connection.execute(
+                "INSERT INTO tiny_tasks_runs VALUES (%s, 'task', %s, 2, 3, %s, 'st', 1, 100, 200)",
+                (run_id, status, pending),
+            )
+            await connection.execute(
+                "INSERT INTO tiny_tasks_entries VALUES (%s, 0, 'e')", (run_id,)
+            )
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_an_older_schema_is_migrated_to_the_runtime_schema(
+    postgres_dsn: str, version: int
 ) -> None:
-    with monkeypatch.context() as patched:
-        patched.setattr(_postgres_schema, "MIGRATIONS", _postgres_schema.MIGRATIONS[:1])
-        patched.setattr(_postgres_schema, "LATEST_VERSION", 1)
-        async with PostgresSaver(postgres_dsn) as saver:
-            await saver.setup()
-            await saver.save(_write("kept", b"entry"), None)
-            assert await saver.mark_delivered("kept", 3, 1) == 2
+    await _old_schema(postgres_dsn, version)
 
     async with PostgresSaver(postgres_dsn) as saver:
         await saver.setup()
-        assert await saver.load_partials("kept") == []
-        assert await saver.append_partial("kept", 3, b"four", 2) == 3
-        stored = await saver.load("kept")
-        assert await saver.load_partials("kept") == [(3, b"four")]
+        crashed = await saver.load("crashed")
+        paused = await saver.load("paused")
+        claimed = await saver.claim_runs("worker", ["task"], 300.0, 400.0, 10)
+        assert await saver.append_partial("crashed", 3, b"four", 3) == 4
+        assert await saver.load_partials("crashed") == [(3, b"four")]
+        message = await saver.send_message("paused", "topic", b"hello", 300.0)
+        assert await saver.next_message("paused", "topic") == (message, b"hello")
 
-    assert stored is not None
-    assert (stored.entries, stored.delivered, stored.version) == ((b"entry",), 4, 3)
+    # A running run of an older version has no lease: it is claimable at once.
+    assert crashed == Checkpoint(
+        "crashed", "task", "running", 2, 3, (), b"st", (b"e",), 100.0, 200.0
+    )
+    assert paused == Checkpoint(
+        "paused", "task", "paused", 2, 3, ("task/interrupt#0",), b"st", (b"e",), 100.0, 200.0
+    )
+    assert [(run.run_id, run.version, run.lease_owner) for run in claimed] == [
+        ("crashed", 3, "worker")
+    ]
+    due = await _fetch(postgres_dsn, "SELECT run_id, due_at FROM tiny_tasks_runs ORDER BY 1")
+    assert due == [("crashed", 400.0), ("paused", None)]
     versions = await _fetch(postgres_dsn, "SELECT version FROM tiny_tasks_schema ORDER BY 1")
-    assert versions == [(1,), (2,)]
+    assert versions == [(1,), (2,), (3,)]
 
 
 async def test_a_schema_from_a_newer_version_is_refused(postgres_dsn: str) -> None:
     async with PostgresSaver(postgres_dsn) as saver:
         await saver.setup()
     async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as connection:
-        await connection.execute("INSERT INTO tiny_tasks_schema (version) VALUES (3)")
+        await connection.execute("INSERT INTO tiny_tasks_schema (version) VALUES (4)")
 
     async with PostgresSaver(postgres_dsn) as saver:
-        with pytest.raises(TinyTasksError, match="has checkpoint schema version 3, but this"):
+        with pytest.raises(TinyTasksError, match="has checkpoint schema version 4, but this"):
             await saver.setup()
 
 

@@ -16,7 +16,7 @@ from tiny_tasks.savers.conformance import RUNTIME_CHECKS
 
 # SQLite and PostgreSQL get the runtime protocol next (schema v3); until then only the
 # in-memory savers run these.
-@pytest.fixture(params=["memory", "dict", "sqlite"])
+@pytest.fixture(params=["memory", "dict", "sqlite", "postgres"])
 async def runtime_saver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     saver = await make_saver(request.param, request, tmp_path)
     yield saver

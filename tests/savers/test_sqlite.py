@@ -100,7 +100,8 @@ async def test_a_new_database_is_at_schema_version_3(tmp_path: Path) -> None:
         ("tiny_tasks_states",),
     ]
     assert due_index == (
-        "CREATE INDEX tiny_tasks_runs_due ON tiny_tasks_runs (due_at) WHERE due_at IS NOT NULL",
+        "CREATE INDEX tiny_tasks_runs_due ON tiny_tasks_runs (due_at, run_id)"
+        " WHERE due_at IS NOT NULL",
     )
 
 

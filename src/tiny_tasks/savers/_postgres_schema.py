@@ -58,6 +58,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (run_id, seq)
         )""",
     ),
+    # Version 3: the runtime (leases, timers, cancel requests, messages). `due_at` is
+    # the run's `claimable_at` (when a worker may claim it), set by every write from
+    # what it depends on; a write that leaves it (and the status) as they were stays a
+    # HOT update. The partial index holds only the runs that can ever be claimed, so a
+    # claim reads the few due ones first whatever the table's size. A running run of
+    # an older version (no lease) is claimable at once.
+    (
+        "ALTER TABLE tiny_tasks_runs ADD COLUMN lease_owner text,"
+        " ADD COLUMN lease_expires double precision, ADD COLUMN wake_at double precision,"
+        " ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false,"
+        " ADD COLUMN waits text[] NOT NULL DEFAULT '{}', ADD COLUMN due_at double precision",
+        "UPDATE tiny_tasks_runs SET due_at = updated_at WHERE status IN ('queued', 'running')",
+        "CREATE INDEX tiny_tasks_runs_due ON tiny_tasks_runs (due_at, run_id)"
+        " WHERE due_at IS NOT NULL",
+        """CREATE TABLE tiny_tasks_messages (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            run_id text COLLATE "C" NOT NULL,
+            topic text NOT NULL,
+            data bytea NOT NULL,
+            created_at double precision NOT NULL,
+            taken boolean NOT NULL DEFAULT false
+        )""",
+        "CREATE INDEX tiny_tasks_messages_next ON tiny_tasks_messages (run_id, topic, taken, id)",
+    ),
 )
 """Migration `i` brings the schema from version `i` to version `i + 1`."""
 

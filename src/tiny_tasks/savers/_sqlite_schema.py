@@ -72,7 +72,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE tiny_tasks_runs ADD COLUMN waits TEXT NOT NULL DEFAULT '[]'",
         "ALTER TABLE tiny_tasks_runs ADD COLUMN due_at REAL",
         "UPDATE tiny_tasks_runs SET due_at = updated_at WHERE status IN ('queued', 'running')",
-        "CREATE INDEX tiny_tasks_runs_due ON tiny_tasks_runs (due_at) WHERE due_at IS NOT NULL",
+        "CREATE INDEX tiny_tasks_runs_due ON tiny_tasks_runs (due_at, run_id)"
+        " WHERE due_at IS NOT NULL",
         """CREATE TABLE tiny_tasks_messages (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             run_id TEXT NOT NULL,

@@ -6,8 +6,14 @@ psycopg-pool); they are imported when a saver is created, never by
 autocommit connection: a save updates the run and appends its entries in one statement
 with data-modifying CTEs, and `mark_delivered` is a single UPDATE. Compare-and-swap is
 `UPDATE ... WHERE version = %s` (or `INSERT ... ON CONFLICT DO NOTHING` to create) and
-a look at the row count. Timestamps come from the server's clock, the one clock all
-workers share.
+a look at the row count. Timestamps come from the caller (`base.stamp()`, the runtime's
+clock), as every time the runtime compares with them (leases, wake times, claims).
+
+The runtime protocol (`RuntimeSaver`): a claim is one statement, `SELECT ... FOR UPDATE
+SKIP LOCKED` over the partial index of claimable runs feeding an UPDATE, so workers on
+many machines never take the same run and never wait for each other. Submitting a
+queued run, sending a message and requesting a cancel send `NOTIFY tiny_tasks_due`, a
+hint a worker can wait on (`wait_for_due`); polling stays the correctness path.
 
 Transient failures are retried with jittered backoff (`_retry`) on a fresh connection:
 a lost connection (the server restarted, `pg_terminate_backend`, a network reset) and
@@ -21,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
@@ -29,7 +35,16 @@ from ..errors import RunConflictError, SaverConnectionError, TinyTasksError
 from ._conflict import conflict_error
 from ._postgres_schema import migrate
 from ._retry import Backoff
-from .base import Checkpoint, CheckpointWrite, RunInfo, RunStatus, check_partials_limit
+from .base import (
+    Checkpoint,
+    CheckpointWrite,
+    Lease,
+    RunInfo,
+    RunStatus,
+    check_partials_limit,
+    claimable_at,
+    stamp,
+)
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection, AsyncCursor
@@ -39,16 +54,18 @@ __all__ = ["PostgresSaver"]
 
 T = TypeVar("T")
 
-_NOW = "extract(epoch FROM statement_timestamp())::float8"
+CHANNEL = "tiny_tasks_due"
+"""The channel of the `NOTIFY` sent when a run may have become due (see `wait_for_due`)."""
+
 _MARK_DELIVERED = (
-    f"UPDATE tiny_tasks_runs SET delivered = %s, version = version + 1, updated_at = {_NOW}"
+    "UPDATE tiny_tasks_runs SET delivered = %s, version = version + 1, updated_at = %s"
     " WHERE run_id = %s AND version = %s"
 )
 # One statement: the compare-and-swap of `mark_delivered`, then, only if it changed the
 # run, the log cut after `seq` and the partial stored at `seq` (replacing a stale one).
 _APPEND_PARTIAL = (
-    f"WITH changed AS (UPDATE tiny_tasks_runs SET delivered = %(delivered)s, version ="
-    f" version + 1, updated_at = {_NOW} WHERE run_id = %(run_id)s AND version = %(expected)s"
+    "WITH changed AS (UPDATE tiny_tasks_runs SET delivered = %(delivered)s, version ="
+    " version + 1, updated_at = %(now)s WHERE run_id = %(run_id)s AND version = %(expected)s"
     " RETURNING run_id), cut AS (DELETE FROM tiny_tasks_partials WHERE run_id ="
     " (SELECT run_id FROM changed) AND seq > %(seq)s)"
     " INSERT INTO tiny_tasks_partials (run_id, seq, data)"
@@ -69,34 +86,169 @@ _APPEND_FROM = (
 )
 _CREATE = (
     "WITH changed AS (INSERT INTO tiny_tasks_runs (run_id, task_name, status, version,"
-    " delivered, pending, state, entry_count, created_at, updated_at) VALUES (%(run_id)s,"
-    " %(task_name)s, %(status)s, 1, %(delivered)s, %(pending)s, %(state)s, %(count)s,"
-    f" {_NOW}, {_NOW}) ON CONFLICT (run_id) DO NOTHING RETURNING run_id, entry_count),"
-    + _APPEND_FROM
+    " delivered, pending, state, entry_count, created_at, updated_at, lease_owner,"
+    " lease_expires, wake_at, waits, due_at) VALUES (%(run_id)s, %(task_name)s, %(status)s,"
+    " 1, %(delivered)s, %(pending)s, %(state)s, %(count)s, %(now)s, %(now)s,"
+    " %(lease_owner)s, %(lease_expires)s, %(wake_at)s, %(waits)s, %(due_at)s)"
+    " ON CONFLICT (run_id) DO NOTHING RETURNING run_id, entry_count)," + _APPEND_FROM
+)
+# A queued run is due at once: tell the workers that listen.
+_CREATE_QUEUED = _CREATE.replace(
+    " SELECT count(*) FROM changed",
+    f" SELECT count(*) FROM (SELECT pg_notify('{CHANNEL}', run_id) FROM changed) AS notified",
+)
+
+
+def _claimable_sql(
+    status: str, lease: str, wake: str, updated: str, cancel: str, due: str = "due_at"
+) -> str:
+    """`base.claimable_at` in SQL over the given expressions (`due_at`: the row's own).
+
+    A running run without a lease keeps the earliest time it was claimable at
+    (`LEAST`), so its writes (each with a new `updated_at`) leave `due_at` unchanged and
+    stay HOT updates. GREATEST and LEAST skip NULLs, hence the explicit cases.
+    """
+    return (
+        f"CASE WHEN {status} = 'queued' THEN GREATEST({updated}, {lease})"
+        f" WHEN {status} = 'running' THEN COALESCE({lease}, LEAST({updated}, {due}))"
+        f" WHEN {status} IN ('paused', 'sleeping') THEN CASE"
+        f" WHEN {cancel} THEN GREATEST({updated}, {lease})"
+        f" WHEN {wake} IS NULL THEN NULL ELSE GREATEST({wake}, {lease}) END"
+        " ELSE NULL END"
+    )
+
+
+_WRITE_CLAIMABLE = _claimable_sql(
+    "%(status)s",
+    "%(lease_expires)s::float8",
+    "%(wake_at)s::float8",
+    "%(now)s::float8",
+    "cancel_requested",
 )
 _UPDATE = (
     "WITH changed AS (UPDATE tiny_tasks_runs SET task_name = %(task_name)s, status ="
     " %(status)s, version = version + 1, delivered = %(delivered)s, pending = %(pending)s,"
-    " state = %(state)s, entry_count = entry_count + %(count)s, updated_at ="
-    f" {_NOW} WHERE run_id = %(run_id)s AND version = %(expected)s"
+    " state = %(state)s, entry_count = entry_count + %(count)s, updated_at = %(now)s,"
+    " lease_owner = %(lease_owner)s, lease_expires = %(lease_expires)s, wake_at ="
+    f" %(wake_at)s, waits = %(waits)s, due_at = {_WRITE_CLAIMABLE}"
+    " WHERE run_id = %(run_id)s AND version = %(expected)s"
     " RETURNING run_id, entry_count), cut AS (DELETE FROM tiny_tasks_partials WHERE run_id ="
     " (SELECT run_id FROM changed) AND seq >= %(delivered)s)," + _APPEND_FROM
+)
+# A write that consumes messages marks them taken in the same statement.
+_UPDATE_TAKING = _UPDATE.replace(
+    " appended AS (",
+    " taken AS (UPDATE tiny_tasks_messages SET taken = true WHERE run_id = (SELECT run_id"
+    " FROM changed) AND id = ANY(%(taken)s::bigint[])), appended AS (",
+)
+# The second statement of a write that starts waiting on messages, in its transaction
+# (after the first took the run's row lock, with a snapshot taken after it): a message
+# sent before that lock is seen here, and one sent after finds the run waiting.
+_WAKE_ON_SAVE = (
+    "UPDATE tiny_tasks_runs SET wake_at = updated_at, due_at = "
+    + _claimable_sql("status", "lease_expires", "updated_at", "updated_at", "cancel_requested")
+    + " WHERE run_id = %(run_id)s AND status IN ('paused', 'sleeping')"
+    " AND (wake_at IS NULL OR wake_at > updated_at)"
+    " AND EXISTS (SELECT 1 FROM tiny_tasks_messages AS message WHERE message.run_id ="
+    " %(run_id)s AND NOT message.taken AND message.topic = ANY(tiny_tasks_runs.waits))"
 )
 _VERSION = "SELECT version FROM tiny_tasks_runs WHERE run_id = %s"
 _MARKED = "SELECT version, delivered FROM tiny_tasks_runs WHERE run_id = %s"
 _DELETE = (
     "WITH entries AS (DELETE FROM tiny_tasks_entries WHERE run_id = %(run_id)s),"
-    " partials AS (DELETE FROM tiny_tasks_partials WHERE run_id = %(run_id)s)"
+    " partials AS (DELETE FROM tiny_tasks_partials WHERE run_id = %(run_id)s),"
+    " messages AS (DELETE FROM tiny_tasks_messages WHERE run_id = %(run_id)s)"
     " DELETE FROM tiny_tasks_runs WHERE run_id = %(run_id)s"
 )
 _LOAD = (
     "SELECT task_name, status, version, delivered, pending, state, created_at, updated_at,"
+    " lease_owner, lease_expires, wake_at, cancel_requested, waits,"
     " ARRAY(SELECT data FROM tiny_tasks_entries AS entry WHERE entry.run_id = run.run_id"
     " ORDER BY seq) FROM tiny_tasks_runs AS run WHERE run_id = %s"
 )
+_INFO_COLUMNS = (
+    "run_id, task_name, status, version, delivered, pending, created_at, updated_at,"
+    " lease_owner, lease_expires, wake_at, cancel_requested"
+)
 _LIST = (
-    "SELECT run_id, task_name, status, version, delivered, pending, created_at, updated_at"
+    f"SELECT {_INFO_COLUMNS}"
     " FROM tiny_tasks_runs{where} ORDER BY created_at DESC, run_id DESC LIMIT %s OFFSET %s"
+)
+_INFO = f"SELECT {_INFO_COLUMNS} FROM tiny_tasks_runs WHERE run_id = %s"
+# One statement: lock the earliest claimable runs no other claim holds (SKIP LOCKED:
+# concurrent claims take different runs without waiting), then lease them.
+_CLAIM = (
+    "WITH due AS (SELECT run_id, due_at FROM tiny_tasks_runs WHERE due_at <= %(now)s"
+    " AND task_name = ANY(%(names)s::text[]) ORDER BY due_at, run_id LIMIT %(limit)s"
+    " FOR UPDATE SKIP LOCKED) UPDATE tiny_tasks_runs AS run SET lease_owner = %(owner)s,"
+    " lease_expires = %(expires)s, version = version + 1, due_at = "
+    + _claimable_sql(
+        "run.status",
+        "%(expires)s::float8",
+        "run.wake_at",
+        "run.updated_at",
+        "run.cancel_requested",
+        "run.due_at",
+    )
+    + " FROM due WHERE run.run_id = due.run_id RETURNING due.due_at, "
+    + ", ".join(f"run.{column.strip()}" for column in _INFO_COLUMNS.split(","))
+)
+_RENEW = (
+    "UPDATE tiny_tasks_runs SET lease_expires = %(expires)s, due_at = "
+    + _claimable_sql("status", "%(expires)s::float8", "wake_at", "updated_at", "cancel_requested")
+    + " WHERE run_id = %(run_id)s AND lease_owner = %(owner)s RETURNING cancel_requested"
+)
+_RELEASE = (
+    "UPDATE tiny_tasks_runs SET lease_owner = NULL, lease_expires = NULL, due_at = "
+    + _claimable_sql("status", "NULL::float8", "wake_at", "updated_at", "cancel_requested")
+    + " WHERE run_id = %(run_id)s AND lease_owner = %(owner)s"
+)
+_QUEUED = "status = 'queued'"
+_CANCEL = (
+    "UPDATE tiny_tasks_runs SET cancel_requested = true, version = version + 1,"
+    f" updated_at = %(now)s, due_at = CASE WHEN {_QUEUED} THEN NULL ELSE "
+    + _claimable_sql("status", "lease_expires", "wake_at", "%(now)s::float8", "true")
+    + f" END, status = CASE WHEN {_QUEUED} THEN 'cancelled' ELSE status END,"
+    f" lease_owner = CASE WHEN {_QUEUED} THEN NULL ELSE lease_owner END,"
+    f" lease_expires = CASE WHEN {_QUEUED} THEN NULL ELSE lease_expires END,"
+    f" wake_at = CASE WHEN {_QUEUED} THEN NULL ELSE wake_at END,"
+    f" waits = CASE WHEN {_QUEUED} THEN '{{}}' ELSE waits END"
+    " WHERE run_id = %(run_id)s AND status NOT IN ('done', 'failed', 'cancelled')"
+    f" RETURNING {_INFO_COLUMNS}, pg_notify('{CHANNEL}', run_id)::text"
+)
+# Lock the run first: a write making it wait either committed before (the wake below
+# sees it waiting) or checks for this message after (see _WAKE_ON_SAVE).
+_SEND = (
+    "WITH run AS (SELECT run_id FROM tiny_tasks_runs WHERE run_id = %(run_id)s"
+    " AND status NOT IN ('done', 'failed', 'cancelled') FOR UPDATE),"
+    " message AS (INSERT INTO tiny_tasks_messages (run_id, topic, data, created_at)"
+    " SELECT run_id, %(topic)s, %(data)s, %(now)s FROM run RETURNING id),"
+    " woken AS (UPDATE tiny_tasks_runs AS waiting SET wake_at = %(now)s, due_at = "
+    + _claimable_sql(
+        "waiting.status",
+        "waiting.lease_expires",
+        "%(now)s::float8",
+        "waiting.updated_at",
+        "waiting.cancel_requested",
+        "waiting.due_at",
+    )
+    + " FROM run WHERE waiting.run_id = run.run_id AND waiting.status IN ('paused', 'sleeping')"
+    " AND %(topic)s = ANY(waiting.waits) AND (waiting.wake_at IS NULL"
+    " OR waiting.wake_at > %(now)s))"
+    f" SELECT id, pg_notify('{CHANNEL}', %(run_id)s)::text FROM message"
+)
+_NEXT_MESSAGE = (
+    "SELECT id, data FROM tiny_tasks_messages WHERE run_id = %s AND topic = %s AND NOT taken"
+    " ORDER BY id LIMIT 1"
+)
+_PRUNE = (
+    "WITH old AS (SELECT run_id FROM tiny_tasks_runs WHERE status IN ('done', 'failed',"
+    " 'cancelled') AND updated_at < %(before)s ORDER BY updated_at, run_id LIMIT %(limit)s"
+    " FOR UPDATE SKIP LOCKED),"
+    " entries AS (DELETE FROM tiny_tasks_entries WHERE run_id IN (SELECT run_id FROM old)),"
+    " partials AS (DELETE FROM tiny_tasks_partials WHERE run_id IN (SELECT run_id FROM old)),"
+    " messages AS (DELETE FROM tiny_tasks_messages WHERE run_id IN (SELECT run_id FROM old))"
+    " DELETE FROM tiny_tasks_runs WHERE run_id IN (SELECT run_id FROM old)"
 )
 
 
@@ -179,6 +331,7 @@ class PostgresSaver:
         self._opened = not self._owns_pool
         self._opening = asyncio.Lock()
         self._closed = False
+        self._listening: _Listener | None = None
 
     @property
     def pool(self) -> AsyncConnectionPool[Any]:
@@ -207,7 +360,8 @@ class PostgresSaver:
         row, _ = await self._execute("load", _LOAD, (run_id,), _fetch_one)
         if row is None:
             return None
-        task_name, status, version, delivered, pending, state, created, updated, entries = row
+        task_name, status, version, delivered, pending, state, created, updated = row[:8]
+        lease_owner, lease_expires, wake_at, cancel_requested, waits, entries = row[8:]
         return Checkpoint(
             run_id,
             task_name,
@@ -219,6 +373,11 @@ class PostgresSaver:
             tuple(bytes(entry) for entry in entries),
             created,
             updated,
+            lease_owner,
+            lease_expires,
+            wake_at,
+            cancel_requested,
+            tuple(waits),
         )
 
     async def save(self, write: CheckpointWrite, expected_version: int | None) -> int:
@@ -227,6 +386,7 @@ class PostgresSaver:
         `expected_version=None` creates the run. Raises `RunConflictError` if the run
         exists (when creating) or is not at `expected_version`.
         """
+        now = stamp()
         parameters = {
             "run_id": write.run_id,
             "task_name": write.task_name,
@@ -237,9 +397,24 @@ class PostgresSaver:
             "count": len(write.entries),
             "entries": list(write.entries),
             "expected": expected_version,
+            "now": now,
+            "lease_owner": write.lease_owner,
+            "lease_expires": write.lease_expires,
+            "wake_at": write.wake_at,
+            "waits": list(write.waits),
+            "taken": list(write.taken),
         }
-        query = _CREATE if expected_version is None else _UPDATE
-        row, uncertain = await self._execute("save", query, parameters, _fetch_one)
+        then = None
+        if expected_version is None:
+            # A new run has no messages (delete forgot them) and no cancel request.
+            due = claimable_at(write.status, write.lease_expires, write.wake_at, False, now)
+            parameters["due_at"] = due
+            query = _CREATE_QUEUED if write.status == "queued" else _CREATE
+        else:
+            query = _UPDATE_TAKING if write.taken else _UPDATE
+            if write.waits and write.status in ("paused", "sleeping"):
+                then = _WAKE_ON_SAVE
+        row, uncertain = await self._execute("save", query, parameters, _fetch_one, then)
         if row is None or row[0] != 1:
             if uncertain and await self._saved_before(write, expected_version):
                 return 1 if expected_version is None else expected_version + 1
@@ -251,7 +426,7 @@ class PostgresSaver:
 
         Raises `RunConflictError` if the run is missing or not at `expected_version`.
         """
-        parameters = (delivered, run_id, expected_version)
+        parameters = (delivered, stamp(), run_id, expected_version)
         changed, uncertain = await self._execute(
             "mark_delivered", _MARK_DELIVERED, parameters, _row_count
         )
@@ -277,6 +452,7 @@ class PostgresSaver:
             "expected": expected_version,
             "seq": seq,
             "data": data,
+            "now": stamp(),
         }
         changed, uncertain = await self._execute(
             "append_partial", _APPEND_PARTIAL, parameters, _row_count
@@ -302,7 +478,7 @@ class PostgresSaver:
         return [(seq, bytes(data)) for seq, data in rows]
 
     async def delete(self, run_id: str) -> None:
-        """Forget `run_id`, its entries and its partials (no error if it is not stored)."""
+        """Forget `run_id`, its entries, partials and messages (no error if not stored)."""
         await self._execute("delete", _DELETE, {"run_id": run_id}, _row_count)
 
     async def list_runs(
@@ -330,25 +506,113 @@ class PostgresSaver:
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         query, values = _LIST.format(where=where), (*parameters, limit, offset)
         rows, _ = await self._execute("list_runs", query, values, _fetch_all)
-        return [
-            RunInfo(
-                run_id,
-                name,
-                cast(RunStatus, state),
-                version,
-                delivered,
-                tuple(pending),
-                created,
-                updated,
-            )
-            for run_id, name, state, version, delivered, pending, created, updated in rows
-        ]
+        return [_info(row) for row in rows]
+
+    async def claim_runs(
+        self,
+        owner: str,
+        task_names: Sequence[str],
+        now: float,
+        lease_expires: float,
+        limit: int,
+    ) -> list[RunInfo]:
+        """Lease up to `limit` claimable runs of `task_names` to `owner`, earliest first.
+
+        One statement: `FOR UPDATE SKIP LOCKED` over the partial index of claimable
+        runs, then an UPDATE of those it locked, so concurrent claims (on any machine)
+        take different runs without waiting for each other. See `RuntimeSaver`.
+        """
+        if not task_names or limit <= 0:
+            return []
+        parameters = {
+            "owner": owner,
+            "names": list(task_names),
+            "now": now,
+            "expires": lease_expires,
+            "limit": limit,
+        }
+        rows, _ = await self._execute("claim_runs", _CLAIM, parameters, _fetch_all)
+        rows.sort(key=lambda row: (row[0], row[1]))
+        return [_info(row[1:]) for row in rows]
+
+    async def renew_lease(self, run_id: str, owner: str, lease_expires: float) -> Lease:
+        """Extend `owner`'s lease on `run_id` (see `RuntimeSaver`)."""
+        parameters = {"run_id": run_id, "owner": owner, "expires": lease_expires}
+        row, _ = await self._execute("renew_lease", _RENEW, parameters, _fetch_one)
+        return Lease(held=False) if row is None else Lease(True, bool(row[0]))
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        """Give up `owner`'s lease on `run_id` (see `RuntimeSaver`)."""
+        parameters = {"run_id": run_id, "owner": owner}
+        await self._execute("release_lease", _RELEASE, parameters, _row_count)
+
+    async def request_cancel(self, run_id: str, now: float) -> RunInfo | None:
+        """Ask for `run_id` to be cancelled, and notify the workers (see `RuntimeSaver`)."""
+        parameters = {"run_id": run_id, "now": now}
+        row, _ = await self._execute("request_cancel", _CANCEL, parameters, _fetch_one)
+        if row is None:  # missing or finished
+            row, _ = await self._execute("request_cancel", _INFO, (run_id,), _fetch_one)
+            return None if row is None else _info(row)
+        return _info(row[:12])
+
+    async def send_message(self, run_id: str, topic: str, data: bytes, now: float) -> int | None:
+        """Store a message for `run_id` and notify the workers; `None` if the run is
+        missing or finished (see `RuntimeSaver`)."""
+        parameters = {"run_id": run_id, "topic": topic, "data": data, "now": now}
+        row, _ = await self._execute("send_message", _SEND, parameters, _fetch_one)
+        return None if row is None else int(row[0])
+
+    async def next_message(self, run_id: str, topic: str) -> tuple[int, bytes] | None:
+        """The oldest untaken message of `topic` for `run_id`, as `(id, data)`."""
+        row, _ = await self._execute("next_message", _NEXT_MESSAGE, (run_id, topic), _fetch_one)
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    async def prune(self, finished_before: float, limit: int | None = None) -> int:
+        """Delete finished runs last updated before `finished_before`, with their
+        entries, partials and messages; return how many (see `RuntimeSaver`)."""
+        parameters = {"before": finished_before, "limit": None if limit is None else max(limit, 0)}
+        count, _ = await self._execute("prune", _PRUNE, parameters, _row_count)
+        return count
+
+    async def wait_for_due(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for a hint that a run may have become due.
+
+        A worker's idle wait between two polls: it returns `True` as soon as a
+        `NOTIFY tiny_tasks_due` arrives (sent when a run is submitted, sent a message
+        or asked to cancel), `False` when the timeout passes. The saver listens on a
+        connection of its own, opened on the first call and kept, so a notification
+        sent between two waits is not lost. Where LISTEN is not available (no
+        connection, PgBouncer in transaction mode, missing privileges) it only sleeps
+        and returns `False`: polling remains the correctness path. The timeout runs on
+        the runtime's clock (`current_clock()`).
+        """
+        from .._clock import current_clock
+
+        listener = await self._listener()
+        sleep = asyncio.ensure_future(current_clock().sleep(timeout))
+        if listener is None:
+            await sleep
+            return False
+        heard = asyncio.ensure_future(listener.wait())
+        try:
+            await asyncio.wait((sleep, heard), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            heard.cancel()
+        return heard.done() and not heard.cancelled() and heard.exception() is None
+
+    async def _listener(self) -> _Listener | None:
+        if self._listening is None:
+            self._listening = await _Listener.open(self._conninfo, self._pool)
+        return self._listening if self._listening.ok else None
 
     async def close(self) -> None:
         """Close the pool if the saver created it (a pool you passed in stays open)."""
         if self._closed:
             return
         self._closed = True
+        if self._listening is not None:
+            await self._listening.close()
         if self._owns_pool:
             await self._pool.close()
 
@@ -380,11 +644,13 @@ class PostgresSaver:
         query: str,
         parameters: Any,
         outcome: Callable[[AsyncCursor[Any]], Awaitable[T]],
+        then: str | None = None,
     ) -> tuple[T, bool]:
         """Run one statement, retrying transient failures on a fresh connection.
 
         Returns `outcome(cursor)` and whether an earlier attempt may have been applied
-        (its connection was lost while the statement was in flight).
+        (its connection was lost while the statement was in flight). With `then`, runs
+        that statement (same parameters) after it, in one transaction.
         """
         uncertain = False
         backoff = self._backoff
@@ -392,8 +658,14 @@ class PostgresSaver:
             try:
                 async with self._connection() as connection:
                     try:
-                        cursor = await connection.execute(query, parameters)
-                        return await outcome(cursor), uncertain
+                        if then is None:
+                            cursor = await connection.execute(query, parameters)
+                            return await outcome(cursor), uncertain
+                        async with connection.transaction():
+                            cursor = await connection.execute(query, parameters)
+                            result = await outcome(cursor)
+                            await connection.execute(then, parameters)
+                        return result, uncertain
                     except Exception as error:
                         _reraise(error)
             except Exception as error:
@@ -457,6 +729,83 @@ class _OpeningConnection:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self._context.__aexit__(*exc_info)
+
+
+def _info(row: Sequence[Any]) -> RunInfo:
+    run_id, name, status, version, delivered, pending, created, updated = row[:8]
+    lease_owner, lease_expires, wake_at, cancel_requested = row[8:12]
+    return RunInfo(
+        run_id,
+        name,
+        cast(RunStatus, status),
+        version,
+        delivered,
+        tuple(pending),
+        created,
+        updated,
+        lease_owner,
+        lease_expires,
+        wake_at,
+        bool(cancel_requested),
+    )
+
+
+class _Listener:
+    """A connection of its own that LISTENs on `CHANNEL` (see `wait_for_due`)."""
+
+    def __init__(self, connection: AsyncConnection[Any] | None) -> None:
+        self._connection = connection
+        self._heard = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        if connection is not None:
+            self._reader = asyncio.ensure_future(self._read(connection))
+
+    @property
+    def ok(self) -> bool:
+        """Whether it listens (else `wait_for_due` only sleeps)."""
+        return self._connection is not None and not self._connection.closed
+
+    @classmethod
+    async def open(cls, conninfo: str, pool: AsyncConnectionPool[Any]) -> _Listener:
+        """Listen on a new connection (to `conninfo`, or with the pool's settings)."""
+        import psycopg
+
+        # A pool you passed in: its connection settings, when they are plain values.
+        options = pool.kwargs if not conninfo and isinstance(pool.kwargs, dict) else {}
+        target = conninfo or pool.conninfo
+        if not isinstance(target, str):
+            return cls(None)
+        try:
+            connection = await psycopg.AsyncConnection.connect(
+                target, **{**options, "autocommit": True}
+            )
+        except Exception:
+            return cls(None)
+        try:
+            await connection.execute(f"LISTEN {CHANNEL}")
+        except Exception:
+            await connection.close()
+            return cls(None)  # no LISTEN here (a pooler, privileges): poll only
+        return cls(connection)
+
+    async def _read(self, connection: AsyncConnection[Any]) -> None:
+        with contextlib.suppress(Exception):
+            async for _ in connection.notifies():
+                self._heard.set()
+
+    async def wait(self) -> None:
+        """Until a notification arrives (or has arrived since the last `wait`)."""
+        await self._heard.wait()
+        self._heard.clear()
+
+    async def close(self) -> None:
+        """Stop listening and close the connection."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
+        if self._connection is not None:
+            await self._connection.close()
 
 
 async def _fetch_one(cursor: AsyncCursor[Any]) -> tuple[Any, ...] | None:
