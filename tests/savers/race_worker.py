@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from typing import Any
@@ -150,3 +151,26 @@ async def _resume_race(
                 outcomes.append(("finished", partials))
             await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT)
     return outcomes
+
+
+def claim_all(kind: str, target: str, name: str, barrier: Barrier, out: Queue[Any]) -> None:
+    """Claim runs of the task "claimed", three at a time, until none is left; report
+    `(name, [run ids in the order claimed])`, or `(name, error_text)`."""
+    try:
+        out.put((name, asyncio.run(_claim_all(kind, target, name, barrier))))
+    except BaseException as error:
+        barrier.abort()
+        out.put((name, f"{type(error).__name__}: {error}"))
+
+
+async def _claim_all(kind: str, target: str, name: str, barrier: Barrier) -> list[str]:
+    claimed: list[str] = []
+    async with open_saver(kind, target) as saver:
+        await saver.setup()
+        await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT)  # every process claims at once
+        while True:
+            now = time.time() + 120.0
+            runs = await saver.claim_runs(name, ["claimed"], now, now + 1e6, 3)
+            if not runs:
+                return claimed
+            claimed.extend(run.run_id for run in runs)

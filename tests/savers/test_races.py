@@ -90,6 +90,43 @@ async def test_postgres_compare_and_swap_across_processes(postgres_dsn: str) -> 
         await _race("postgres", postgres_dsn, saver)
 
 
+CLAIMERS = 4
+CLAIMED_RUNS = 150
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_processes_claiming_at_once_never_claim_the_same_run(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    target = (
+        str(tmp_path / "claims.db") if kind == "sqlite" else request.getfixturevalue("postgres_dsn")
+    )
+    async with race_worker.open_saver(kind, target) as saver:
+        await saver.setup()
+        for index in range(CLAIMED_RUNS):
+            write = CheckpointWrite(f"run-{index:03}", "claimed", "queued", 0, (), b"")
+            await saver.save(write, None)
+        await saver.save(CheckpointWrite("other", "other-task", "queued", 0, (), b""), None)
+
+        claims = await asyncio.to_thread(
+            _run_children,
+            race_worker.claim_all,
+            [(kind, target, f"claimer-{n}") for n in range(CLAIMERS)],
+        )
+
+        assert all(isinstance(claimed, list) for claimed in claims.values()), claims
+        every = [run_id for claimed in claims.values() for run_id in claimed]
+        assert sorted(every) == [f"run-{index:03}" for index in range(CLAIMED_RUNS)]
+        for name, claimed in claims.items():
+            for run_id in claimed:
+                stored = await saver.load(run_id)
+                assert stored is not None
+                assert (stored.lease_owner, stored.version) == (name, 2)
+        other = await saver.load("other")
+        assert other is not None
+        assert (other.lease_owner, other.version) == (None, 1)
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_two_workers_resuming_one_paused_run_exactly_one_proceeds(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
@@ -155,7 +192,7 @@ async def test_processes_creating_the_schema_at_once_all_succeed(
     async with saver:
         await saver.setup()
         assert await saver.list_runs() == []
-    assert await _schema_versions(kind, target) == [1, 2]
+    assert await _schema_versions(kind, target) == [1, 2, 3]
 
 
 async def test_sqlite_processes_opening_new_files_at_once_all_succeed(tmp_path: Path) -> None:
