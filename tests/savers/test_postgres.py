@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
 import pytest
 from postgres_server import PostgresServer
 from psycopg_pool import AsyncConnectionPool
 
+from tiny_tasks import use_clock
 from tiny_tasks.errors import RunConflictError, SaverConnectionError, TinyTasksError
-from tiny_tasks.savers import PostgresSaver, _postgres_schema
+from tiny_tasks.savers import PostgresSaver, _postgres_schema, postgres
 from tiny_tasks.savers.base import Checkpoint, CheckpointWrite
+from tiny_tasks.testing import ManualClock
 
 
 def _write(run_id: str, *entries: bytes) -> CheckpointWrite:
@@ -249,3 +253,65 @@ def test_a_connection_string_that_cannot_be_parsed_is_refused_at_construction() 
         PostgresSaver("not a connection string")
     with pytest.raises(ValueError, match="connect_timeout"):
         PostgresSaver("dbname=x", connect_timeout=0)
+
+
+async def test_a_claim_reads_the_partial_index_of_claimable_runs(postgres_dsn: str) -> None:
+    async with PostgresSaver(postgres_dsn) as saver:
+        await saver.setup()
+        await saver.save(CheckpointWrite("due", "task", "queued", 0, (), b""), None)
+    async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as connection:
+        # 200,000 runs paused without a deadline: never claimable, not in the index.
+        await connection.execute(
+            "INSERT INTO tiny_tasks_runs (run_id, task_name, status, version, delivered,"
+            " pending, state, entry_count, created_at, updated_at)"
+            " SELECT 'paused-' || n, 'task', 'paused', 1, 0, '{}', '', 0, n, n"
+            " FROM generate_series(1, 200000) AS n"
+        )
+        await connection.execute("ANALYZE tiny_tasks_runs")
+        parameters = {"owner": "w", "names": ["task"], "now": 1e12, "expires": 2e12, "limit": 10}
+        query = psycopg.ClientCursor(connection).mogrify(postgres._CLAIM, parameters)
+        cursor = await connection.execute(("EXPLAIN " + query).encode())
+        plan = "\n".join(row[0] for row in await cursor.fetchall())
+
+    assert "Index Scan using tiny_tasks_runs_due on tiny_tasks_runs" in plan, plan
+    async with PostgresSaver(postgres_dsn) as saver:
+        claimed = await saver.claim_runs("w", ["task"], time.time() + 120, 2e12, 10)
+    assert [run.run_id for run in claimed] == ["due"]
+
+
+async def test_wait_for_due_hears_submits_messages_and_cancels(postgres_dsn: str) -> None:
+    async with PostgresSaver(postgres_dsn) as worker, PostgresSaver(postgres_dsn) as client:
+        await worker.setup()
+        with use_clock(ManualClock()) as clock:
+            for action in ("submit", "send", "cancel", "nothing"):
+                waiting = asyncio.ensure_future(worker.wait_for_due(60.0))
+                await clock.wait_for_sleepers(1)  # listening, and its timeout running
+                if action == "submit":
+                    await client.save(CheckpointWrite("r", "task", "queued", 0, (), b""), None)
+                elif action == "send":
+                    await client.save(CheckpointWrite("s", "task", "sleeping", 0, (), b""), None)
+                    assert await client.send_message("s", "topic", b"x", clock.now()) == 1
+                elif action == "cancel":
+                    await client.request_cancel("r", clock.now())
+                else:
+                    await clock.advance(60.0)
+                async with asyncio.timeout(20):  # a notification that never comes: hung
+                    assert await waiting is (action != "nothing"), action
+
+
+async def test_wait_for_due_only_sleeps_where_it_cannot_listen(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refuse(*args: object, **kwargs: object) -> NoReturn:
+        raise psycopg.OperationalError("LISTEN is not allowed here")
+
+    async with PostgresSaver(postgres_dsn) as saver:
+        await saver.setup()
+        monkeypatch.setattr(psycopg.AsyncConnection, "connect", refuse)
+        with use_clock(ManualClock()) as clock:
+            waiting = asyncio.ensure_future(saver.wait_for_due(5.0))
+            await clock.wait_for_sleepers(1)
+            await saver.save(CheckpointWrite("r", "task", "queued", 0, (), b""), None)
+            assert not waiting.done()
+            await clock.advance(5.0)
+            assert await waiting is False
