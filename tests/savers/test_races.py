@@ -208,7 +208,7 @@ async def test_sqlite_processes_opening_new_files_at_once_all_succeed(tmp_path: 
     )
 
     assert outcomes == {f"opener-{n}": "ok" for n in range(OPENERS)}
-    assert [await _schema_versions("sqlite", path) for path in paths] == [[1, 2]] * len(paths)
+    assert [await _schema_versions("sqlite", path) for path in paths] == [[1, 2, 3]] * len(paths)
 
 
 def _target(kind: str, request: pytest.FixtureRequest, path: Path) -> str:
