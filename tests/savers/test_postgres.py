@@ -273,7 +273,12 @@ async def test_a_claim_reads_the_partial_index_of_claimable_runs(postgres_dsn: s
         cursor = await connection.execute(("EXPLAIN " + query).encode())
         plan = "\n".join(row[0] for row in await cursor.fetchall())
 
-    assert "Index Scan using tiny_tasks_runs_due on tiny_tasks_runs" in plan, plan
+    # An index scan or a bitmap index scan, as the planner likes: the partial index either
+    # way, never a scan of the whole table.
+    assert "Scan using tiny_tasks_runs_due on tiny_tasks_runs" in plan or (
+        "Bitmap Index Scan on tiny_tasks_runs_due" in plan
+    ), plan
+    assert "Seq Scan" not in plan, plan
     async with PostgresSaver(postgres_dsn) as saver:
         claimed = await saver.claim_runs("w", ["task"], time.time() + 120, 2e12, 10)
     assert [run.run_id for run in claimed] == ["due"]
