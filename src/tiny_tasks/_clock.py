@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Protocol, runtime_checkable
@@ -42,6 +42,11 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         """Wait `seconds` of real time."""
         await asyncio.sleep(max(0.0, seconds))
+
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
+        """Call `callback` on the running loop after `seconds` (a timer, not a task: it
+        costs nothing if cancelled before it fires). Returns a handle with `cancel()`."""
+        return asyncio.get_running_loop().call_later(max(0.0, seconds), callback)
 
     def __repr__(self) -> str:
         return "SystemClock()"

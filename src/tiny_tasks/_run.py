@@ -20,9 +20,13 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, NoReturn
 
+from ._cancel import adopt_cancel, deliver_cancel
 from ._context import PauseRun
+from ._driver import current_driver
 from ._dry import DryStop, DryView
 from ._journal import ChildRecord, Journal, StepRecord, decode_journal, encode_entry, encode_state
+from ._lease import RunLease
+from ._outcome import keep_outcome, reattach_finished, stored_keep
 from ._values import Command, Interrupt, Snapshot
 from .errors import (
     AmbiguousResumeError,
@@ -30,6 +34,7 @@ from .errors import (
     NoCheckpointError,
     ReplayMismatchError,
     RunClosedError,
+    RunConflictError,
     SerializationError,
     StorageError,
     SwallowedInterruptError,
@@ -37,7 +42,7 @@ from .errors import (
     TinyTasksError,
     UnknownInterruptError,
 )
-from .savers.base import Checkpoint, Checkpointer, CheckpointWrite, RunStatus
+from .savers.base import FINISHED, Checkpoint, Checkpointer, CheckpointWrite, RunStatus
 from .serde import Serializer, default_serializer
 
 __all__ = ["NO_INPUT", "Delivery", "Run"]
@@ -79,6 +84,7 @@ class Run:
         task_name: str,
         checkpointer: Checkpointer | None,
         delivery: Delivery = "exactly_once",
+        keep: bool | None = None,
     ) -> None:
         if delivery not in ("exactly_once", "at_least_once"):
             raise ValueError(
@@ -164,6 +170,17 @@ class Run:
         self.rewind: int | None = None
         self._log: dict[int, bytes] = {}
         self._log_end = -1  # the last position `_log` answers for
+        # The runtime (see `_lease`, `_cancel`, `_outcome`): the lease this driver holds,
+        # whether to keep the outcome, the cancel request and its delivery.
+        self.keep = keep if keep is not None else current_driver().keep
+        renew = None if self.dry else getattr(checkpointer, "renew_lease", None)
+        self.lease = RunLease(self, renew) if renew is not None else None
+        self._final = False
+        self.kept_result: Any = None
+        self.cancel_requested = False
+        self.cancel_error: BaseException | None = None
+        self.async_steps: dict[str, asyncio.Task[Any]] = {}
+        self.cancelling: set[asyncio.Task[Any]] = set()
 
     # -- starting -----------------------------------------------------------------
 
@@ -184,14 +201,20 @@ class Run:
             stored: Checkpoint | None = await resolve(self.saver.load(self.run_id))
         except Exception as error:
             self.fail_storage(error, "load")
-        finished = stored is None or stored.status in ("done", "failed")
-        if stored is not None and not finished and stored.task_name != self.task_name:
-            raise TaskMismatchError(self.run_id, stored.task_name, self.task_name)
-        if stored is None or finished:
+        if stored is None:
             if command is not None:
                 raise NoCheckpointError(self.run_id)
-            await self._create(None if given is NO_INPUT else given, stored)
+            await self._create(None if given is NO_INPUT else given)
             return None
+        if stored.task_name != self.task_name:
+            raise TaskMismatchError(self.run_id, stored.task_name, self.task_name)
+        if stored.status in FINISHED:  # a kept outcome: returned, nothing runs
+            self.kept_result = reattach_finished(self, stored, given, NO_INPUT)
+            return []
+        if self.lease is not None:
+            self.lease.check_open(stored)
+        if self.keep is None:
+            self.keep = stored_keep(stored, self.serde)
         self.journal = decode_journal(stored, self.serde)
         self.version = stored.version
         self.delivered = stored.delivered
@@ -203,7 +226,10 @@ class Run:
             return None
         if given is not NO_INPUT and given != self.journal.input:
             raise InputMismatchError(self.run_id, self.journal.input, given)
-        if self.dry:  # replay whatever the status, as a resume does: to its first write
+        # A dry replay, or a run to cancel: replay whatever the status, as a resume does,
+        # to its first write (a cancelled run raises RunCancelled there).
+        self.cancel_requested = stored.cancel_requested
+        if self.dry or self.cancel_requested:
             self.deferred = ()
             return None
         if stored.status == "paused":
@@ -211,14 +237,9 @@ class Run:
         await self.write("running")
         return None
 
-    async def _create(self, value: Any, stored: Checkpoint | None) -> None:
+    async def _create(self, value: Any) -> None:
         self.journal.input = value
         entry = self._encode({"k": "input", "v": value}, "the task's input")
-        if stored is not None:  # a finished run kept by its saver: start over in its place
-            try:
-                await resolve(self.saver.delete(self.run_id))  # type: ignore[union-attr]
-            except Exception as error:
-                self.fail_storage(error, "delete")
         await self.write("running", (entry,), create=True)
 
     def _answer(self, command: Command, stored: Checkpoint) -> None:
@@ -361,6 +382,8 @@ class Run:
                 raise asyncio.CancelledError()  # a branch of a run that ends: it is cancelled
         elif self._pending and not _handling_pause():
             self._refuse_if_swallowed(task)
+        if self.cancel_requested:
+            deliver_cancel(self, f"interrupt {site_id!r}", while_unwinding=False)
         if self.saving:
             self._encode(value, f"interrupt {site_id!r}")
         self._pending[site_id] = (order, value, task)
@@ -393,6 +416,8 @@ class Run:
             if self._pausing:
                 raise PauseRun(self.pending_sites()[0])
             raise asyncio.CancelledError()
+        if self.cancel_requested:
+            deliver_cancel(self, what)
         if self._pending and not _handling_pause():
             self._refuse_if_swallowed(asyncio.current_task())
 
@@ -553,6 +578,8 @@ class Run:
         started = self._start_write(status, entries, create)
         if started is not None:
             await started
+        if self.cancel_requested:  # learnt from this write's conflict: stop at this effect
+            deliver_cancel(self, "this effect")
 
     async def claim(self) -> None:
         """Write a resume's answers now (before a new effect); a no-op once written.
@@ -564,6 +591,8 @@ class Run:
             raise self.mismatch
         if self.deferred is None:
             return
+        if self.cancel_requested:
+            deliver_cancel(self, "its first new effect")
         if self.closed:
             raise RunClosedError(self.run_id, "a write of a resume's answers")
         started = self._start_write("running", (), False, claim=True)
@@ -583,6 +612,12 @@ class Run:
             write, expected, decisions = self._prepare(status, entries, create)
             try:
                 result = saver.save(write, expected)
+            except RunConflictError as error:
+                if self.lease is None:
+                    raise
+                return self._track(
+                    asyncio.ensure_future(self._after_conflict(error, status, entries, create))
+                )
             except Exception as error:
                 self.fail_storage(error, "save")
             if not inspect.isawaitable(result):
@@ -614,9 +649,32 @@ class Run:
             write, expected, decisions = self._prepare(status, entries, create)
             try:
                 version = await resolve(self.saver.save(write, expected))  # type: ignore[union-attr]
+            except RunConflictError:
+                if self.lease is None or not await adopt_cancel(self):
+                    raise
+                write, expected, decisions = self._prepare(status, entries, create)
+                version = await self._save_again(write, expected)
             except Exception as error:
                 self.fail_storage(error, "save")
             self._saved(version, decisions)
+
+    async def _after_conflict(
+        self, error: RunConflictError, status: RunStatus, entries: tuple[bytes, ...], create: bool
+    ) -> None:
+        """A plain saver's write failed its compare-and-swap: made again if a cancel
+        request caused it (see `adopt_cancel`)."""
+        async with self.lock:
+            if not await adopt_cancel(self):
+                raise error
+            write, expected, decisions = self._prepare(status, entries, create)
+            self._saved(await self._save_again(write, expected), decisions)
+
+    async def _save_again(self, write: CheckpointWrite, expected: int | None) -> int:
+        try:
+            version: int = await resolve(self.saver.save(write, expected))  # type: ignore[union-attr]
+        except Exception as error:
+            self.fail_storage(error, "save")
+        return version
 
     async def _finish(self, result: Awaitable[int], operation: str, decisions: int = 0) -> None:
         """Await a call a plain saver method made and returned unfinished."""
@@ -645,6 +703,10 @@ class Run:
         pending = self.journal.pending
         if status == "paused" or not self._state:
             self._state = encode_state(self.serde, list(pending.items()))
+        # The lease rides on every write; the attempt's last one (once closed) clears it.
+        lease = self.lease
+        self._final = final = lease is None or self.closed
+        owner, expires = (None, None) if final else lease.fields()  # type: ignore[union-attr]
         write = CheckpointWrite(
             self.run_id,
             self.task_name,
@@ -653,6 +715,8 @@ class Run:
             tuple(pending),
             self._state,
             entries,
+            owner,
+            expires,
         )
         return write, None if create else self.version, decisions
 
@@ -660,6 +724,17 @@ class Run:
         self.version = version
         self.deferred = None
         del self._decisions[:decisions]
+        if self.lease is not None:
+            self.lease.saved(self._final)
+
+    def set_state(self, state: bytes) -> None:
+        """The state blob the next write stores (a kept outcome)."""
+        self._state = state
+
+    async def end_attempt(self) -> None:
+        """The attempt ends with no write clearing the lease: release it."""
+        if self.lease is not None:
+            await self.lease.release()
 
     def start_mark(self, delivered: int, partial: Any) -> asyncio.Future[None] | None:
         """Start recording that the consumer has been given `delivered` partials, the
@@ -728,6 +803,8 @@ class Run:
         """Refuse new writes, then wait for those in flight. Call it once everything the
         run started has stopped, before the run's last write (`pause`, `forget`, ...)."""
         self.closed = True
+        if self.lease is not None:
+            self.lease.stop()
         await self.wait_for_writes()
 
     async def final_write(self, status: RunStatus, entries: tuple[bytes, ...] = ()) -> None:
@@ -766,16 +843,18 @@ class Run:
         self.journal.pending = paused_on
         await self.final_write("paused", voids)
 
-    async def forget(self, failure: Exception | None = None) -> None:
-        """Delete the run's checkpoint (it finished, or failed with `failure`; after
-        `settle`).
+    async def forget(self, failure: Exception | None = None, result: Any = None) -> None:
+        """Delete the run's checkpoint (it finished with `result`, or failed with
+        `failure`; after `settle`), or keep its outcome (`keep`).
 
         A resume writes its answers first: the compare-and-swap lets only one of two
         workers resuming the same run finish it.
         """
         if self.dry:
             raise DryStop("end", "the run would end", failure=failure)
-        if self.saver is not None:
+        if self.saver is not None and self.keep:
+            await keep_outcome(self, failure, result)
+        elif self.saver is not None:
             if self.deferred is not None:
                 started = self._start_write("running", (), False, claim=True)
                 if started is not None:
@@ -784,6 +863,8 @@ class Run:
                 await resolve(self.saver.delete(self.run_id))
             except Exception as error:
                 self.fail_storage(error, "delete")
+            if self.lease is not None:
+                self.lease.held = False
 
     def fail_storage(self, error: BaseException, operation: str) -> NoReturn:
         """Re-raise what the saver's `operation` raised, as the caller must see it.

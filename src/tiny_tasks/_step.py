@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, NamedTuple, ParamSpec, TypeVar, overload
 
+from ._cancel import deliver_cancel, step_cancelled
 from ._context import IN_STEP, Frame, _current, current_frame
 from ._journal import StepRecord
 from ._sync import body_thread
@@ -230,8 +231,17 @@ async def _run_step(
         if run.deferred is not None:
             await run.claim()  # a resume's answers are written before its first new effect
         token = _current.set(IN_STEP)  # a step is opaque: no interrupts or nested runs in it
+        # An async step is cancelled through asyncio when the run is (see `_cancel`).
+        task = asyncio.current_task() if not (thread and not _is_async(fn)) else None
+        if task is not None:
+            run.async_steps[site_id] = task
         try:
             value, error = await _attempt_all(fn, args, kwargs, policy, timeout, thread)
+        except asyncio.CancelledError:
+            if not step_cancelled(run, task):
+                raise
+            deliver_cancel(run, f"step {site_id!r}")
+            raise
         except _CancelledInThread as stopped:
             # The function ran on in its thread and had its effect: record its outcome,
             # or a resume would run it a second time. Then stop as asked.
@@ -241,6 +251,9 @@ async def _run_step(
             raise asyncio.CancelledError() from None
         finally:
             _current.reset(token)
+            if task is not None:
+                del run.async_steps[site_id]
+                step_cancelled(run, task)  # it caught the cancellation: taken back
         # No await between the function's end and the record's write starting: once
         # started, the write completes even if this task is cancelled while it waits.
         await run.record_step(site_id, _record_of(args_hash, value, error))
@@ -249,6 +262,10 @@ async def _run_step(
         return value
     finally:
         run.step_finished(site_id)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn)
 
 
 def _record_of(args_hash: str | None, value: Any, error: BaseException | None) -> StepRecord:

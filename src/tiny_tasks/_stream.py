@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any, Generic, NoReturn, TypeVar
 
 from ._body import Body, async_generator_of, body_result, make_body
+from ._cancel import cancelled_at_partial, is_cancel
 from ._context import Frame, PauseRun, TaskContext, _current, current_frame
 from ._journal import ChildRecord
 from ._run import NO_INPUT, Delivery, Run
@@ -100,6 +101,7 @@ class TaskStream(Generic[Out, P]):
         run_id: str,
         checkpointer: Checkpointer | None,
         delivery: Delivery = "exactly_once",
+        keep: bool | None = None,
     ) -> None:
         self._fn = fn
         self._task_name = task_name
@@ -124,7 +126,7 @@ class TaskStream(Generic[Out, P]):
         self._parent = parent
         if parent is None:
             self.run_id = run_id
-            self._run = Run(run_id, task_name, checkpointer, delivery)
+            self._run = Run(run_id, task_name, checkpointer, delivery, keep)
             self._frame = Frame(self._run, _label(task_name), ())
             self._site = self._frame.path
         else:
@@ -212,7 +214,11 @@ class TaskStream(Generic[Out, P]):
 
     async def _stop_on(self, error: BaseException) -> NoReturn:
         """A per-partial write failed: close the stream, then raise (a driver error as
-        `StorageError`)."""
+        `StorageError`). A cancel request ends the run as cancelled there."""
+        if await cancelled_at_partial(self._run, error):
+            await self.aclose()
+            await self._run.forget(self._run.cancel_error)  # type: ignore[arg-type]
+            raise self._run.cancel_error  # type: ignore[misc]
         try:
             self._run.fail_storage(error, self._run.mark_name)
         finally:
@@ -409,7 +415,8 @@ class TaskStream(Generic[Out, P]):
             except BaseException:
                 self._state = "closed"
                 raise
-            if reported is not None:  # re-attached to a paused run: report it again
+            if reported is not None:  # re-attached to a paused or kept finished run
+                self.result = run.kept_result
                 self._queue_interrupts(reported)
                 self._state = "closed"
                 return
@@ -474,6 +481,9 @@ class TaskStream(Generic[Out, P]):
             raise run.failure
         if swallowed:  # the stored run stays as it is: once fixed, calling again continues it
             raise SwallowedInterruptError(run.run_id, swallowed)
+        if run.cancel_error is not None:  # it caught RunCancelled and returned: cancelled
+            await run.forget(run.cancel_error)  # type: ignore[arg-type]
+            raise run.cancel_error
         try:
             run.check_frame(self._site, f"task {self._site!r} returned without reaching it")
             if run.mismatch is not None:  # found in a branch whose error the task caught
@@ -482,7 +492,7 @@ class TaskStream(Generic[Out, P]):
             await run.put_back()
             raise
         self._rewind_if_short()
-        await run.forget()
+        await run.forget(None, result)
 
     async def _fail_or_pause(self, error: BaseException) -> Any:
         """Handle an exception out of the body: pause the run, or clean up and re-raise."""
@@ -492,7 +502,7 @@ class TaskStream(Generic[Out, P]):
             run.hosts.pop(self, None)
             if _is_pause(error):
                 run.unwound(self._site)
-            elif _own_failure(error) and run.failure is None:
+            elif _own_failure(error) and run.failure is None and not is_cancel(error):
                 run.check_frame(self._site, f"task {self._site!r} raised before reaching it")
             raise error
         pausing = _is_pause(error)
@@ -523,8 +533,11 @@ class TaskStream(Generic[Out, P]):
         if run.saving and isinstance(error, Exception):
             if _own_failure(error):
                 try:
-                    # A failure before a recorded site is replay gone elsewhere, not an end.
-                    run.check_frame(self._site, f"task {self._site!r} raised before reaching it")
+                    # A failure before a recorded site is replay gone elsewhere, not an end
+                    # (a cancellation stops where it is).
+                    if not is_cancel(error):
+                        how = f"task {self._site!r} raised before reaching it"
+                        run.check_frame(self._site, how)
                     if run.mismatch is not None:
                         raise run.mismatch
                 except ReplayMismatchError:
@@ -533,6 +546,7 @@ class TaskStream(Generic[Out, P]):
                 await run.forget(error)
             elif not _is_any(error, _LEAVE_AS_IS):
                 await run.put_back()
+        await run.end_attempt()
         raise error
 
     def _queue_interrupts(self, interrupts: list[Interrupt]) -> None:
@@ -602,6 +616,7 @@ class TaskStream(Generic[Out, P]):
                         and run.deferred is None
                     ):
                         await run.final_write("running")  # keep this attempt's delivered count
+                    await run.end_attempt()
 
 
 def _is_any(error: BaseException, kinds: tuple[type[Exception], ...]) -> bool:

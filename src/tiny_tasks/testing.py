@@ -14,6 +14,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 
 __all__ = ["ManualClock"]
 
@@ -33,6 +34,7 @@ class ManualClock:
         self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()
         self._changed: asyncio.Event | None = None
+        self._timers: list[tuple[float, int, _Timer]] = []
 
     def now(self) -> float:
         """The clock's current time, in seconds since the epoch."""
@@ -52,6 +54,13 @@ class ManualClock:
             if not future.done():
                 future.cancel()
             self._notify()
+
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> _Timer:
+        """Call `callback` once the clock has been moved `seconds` on (a timer, such as
+        a lease renewal: not counted in `sleepers`). Returns a handle with `cancel()`."""
+        timer = _Timer(callback)
+        heapq.heappush(self._timers, (self._now + max(0.0, seconds), next(self._counter), timer))
+        return timer
 
     @property
     def sleepers(self) -> int:
@@ -83,6 +92,12 @@ class ManualClock:
             if not future.done():
                 future.set_result(None)
                 woken += 1
+        while self._timers and self._timers[0][0] <= when:
+            _, _, timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                timer.cancelled = True
+                timer.callback()
+                woken += 1
         for _ in range(woken + 1):
             await asyncio.sleep(0)  # let the woken sleepers run up to their next wait
 
@@ -92,3 +107,17 @@ class ManualClock:
 
     def __repr__(self) -> str:
         return f"ManualClock(now={self._now:.3f}, sleepers={self.sleepers})"
+
+
+class _Timer:
+    """A `ManualClock.call_later` timer: fires once, unless cancelled first."""
+
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Do not fire."""
+        self.cancelled = True
