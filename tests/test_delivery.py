@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
 
-from tiny_tasks import MemorySaver, interrupt, task
+from tiny_tasks import MemorySaver, interrupt, task, use_clock
+from tiny_tasks._driver import DEFAULT_LEASE_SECONDS
+from tiny_tasks.testing import ManualClock
 
 
 @task
@@ -79,10 +82,13 @@ async def test_at_least_once_resends_what_no_write_recorded() -> None:
     # the partials are sent again, never lost.
     saver = MemorySaver()
     opts: dict[str, Any] = {"run_id": "r", "checkpointer": saver, "delivery": "at_least_once"}
-    stream = numbers(5, **opts)
-    assert [(await anext(stream)).partial for _ in range(3)] == [0, 1, 2]
-    del stream  # dropped without aclose: like a process that died
-    again = [e.partial async for e in numbers(5, **opts)]
+    with use_clock(ManualClock()) as clock:
+        stream = numbers(5, **opts)
+        assert [(await anext(stream)).partial for _ in range(3)] == [0, 1, 2]
+        del stream  # dropped without aclose: like a process that died
+        gc.collect()
+        await clock.advance(DEFAULT_LEASE_SECONDS + 1)  # its lease expires: no one renews it
+        again = [e.partial async for e in numbers(5, **opts)]
     assert again == [0, 1, 2, 3, 4, None]
 
 

@@ -5,6 +5,7 @@ results, pauses anywhere with `interrupt(value)`, records its progress per run i
 a checkpointer, and resumes later, in this process or another.
 """
 
+from ._cancel import cancel_run, prune
 from ._check import CheckReport, RunCheck, check_runs
 from ._clock import Clock, SystemClock, use_clock
 from ._context import TaskContext, deprecate_patch, emit, interrupt, patched
@@ -85,6 +86,7 @@ __all__ = [
     "TinyTasksError",
     "UnknownInterruptError",
     "UnknownTypeError",
+    "cancel_run",
     "check_runs",
     "create_runtime",
     "delete_run",
@@ -94,6 +96,7 @@ __all__ = [
     "interrupt",
     "list_runs",
     "patched",
+    "prune",
     "step",
     "task",
     "use_clock",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._journal import decode_journal
+from ._outcome import read_outcome
 from ._run import resolve
 from ._values import Interrupt
 from .savers.base import Checkpointer, RunInfo, RunStatus, check_checkpointer, check_run_id
@@ -33,10 +34,21 @@ class RunState:
     children: int
     created_at: float
     updated_at: float
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+    wake_at: float | None = None
+    cancel_requested: bool = False
+    outcome: RunStatus | None = None
+    result: Any = None
+    error: tuple[str, str] | None = None
 
 
 async def get_run(checkpointer: Checkpointer, run_id: str) -> RunState | None:
     """The stored state of `run_id`, or `None`; raises `SerializationError` on bad data.
+
+    Shows the lease (owner, expiry), the wake time and the cancel flag, and for a kept,
+    finished run its `outcome` (`done`, `failed`, `cancelled`) with its `result` or
+    `error` (type name and message).
 
     Raises `InvalidRunIdError` (a `ValueError`) for an invalid run id and
     `CheckpointerTypeError` for something that is not a checkpointer.
@@ -45,7 +57,9 @@ async def get_run(checkpointer: Checkpointer, run_id: str) -> RunState | None:
     stored = await resolve(checkpointer.load(check_run_id(run_id)))
     if stored is None:
         return None
-    journal = decode_journal(stored, getattr(checkpointer, "serde", None) or default_serializer())
+    serde = getattr(checkpointer, "serde", None) or default_serializer()
+    journal = decode_journal(stored, serde)
+    outcome = read_outcome(stored, serde)
     return RunState(
         run_id=stored.run_id,
         task_name=stored.task_name,
@@ -59,6 +73,13 @@ async def get_run(checkpointer: Checkpointer, run_id: str) -> RunState | None:
         children=len(journal.children),
         created_at=stored.created_at,
         updated_at=stored.updated_at,
+        lease_owner=stored.lease_owner,
+        lease_expires=stored.lease_expires,
+        wake_at=stored.wake_at,
+        cancel_requested=stored.cancel_requested,
+        outcome=None if outcome is None else outcome.status,
+        result=None if outcome is None else outcome.result,
+        error=None if outcome is None else outcome.error,
     )
 
 

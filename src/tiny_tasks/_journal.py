@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import SerializationError, UnknownTypeError
-from .savers.base import Checkpoint
+from .savers.base import FINISHED, Checkpoint
 from .serde import Serializer
 
 __all__ = ["ChildRecord", "Journal", "StepRecord", "decode_journal", "encode_entry", "encode_state"]
@@ -110,7 +110,7 @@ def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
         raise  # already names the run and the entry (a SerializationError is a TypeError)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise _damaged(run_id, f"journal entry {number}", exc) from exc
-    if checkpoint.state:
+    if checkpoint.state and checkpoint.status not in FINISHED:  # finished: an outcome
         state = _load(serde, checkpoint.state, run_id)
         try:
             pending = {}

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ._clock import Clock, current_clock
@@ -40,6 +42,7 @@ class RunLease:
     """One run's lease in this attempt: who holds it, until when, and its renewal."""
 
     __slots__ = (
+        "__weakref__",
         "_renew",
         "_renewing",
         "_run",
@@ -140,7 +143,9 @@ class RunLease:
     def _arm(self) -> None:
         call_later = getattr(self.clock, "call_later", None)
         if call_later is not None:
-            self._timer = call_later(self.renew_seconds, self._fire)
+            # Through a weak reference: a stream its consumer dropped without closing
+            # (the run then referenced by nothing) stops renewing, as a dead process would.
+            self._timer = call_later(self.renew_seconds, partial(_fire, weakref.ref(self)))
         else:  # a custom clock without timers: a task that sleeps on it
             self._timer = asyncio.ensure_future(self._sleep_then_renew())
 
@@ -151,7 +156,8 @@ class RunLease:
         if self.held and not self.lost and self._timer is None:
             self._arm()
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
+        """The renewal timer fired: renew now, in a task of its own."""
         self._timer = None
         if self.held and self._renewing is None:
             self._renewing = asyncio.ensure_future(self._renew_then_rearm())
@@ -197,3 +203,9 @@ class RunLease:
             from ._cancel import cancel_from_renewal
 
             cancel_from_renewal(run)
+
+
+def _fire(lease: weakref.ref[RunLease]) -> None:
+    alive = lease()
+    if alive is not None:
+        alive.fire()

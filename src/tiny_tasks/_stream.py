@@ -364,10 +364,15 @@ class TaskStream(Generic[Out, P]):
             if body.emitted:
                 body.hold(error)
                 return body.emitted.popleft()
-        if isinstance(error, StopAsyncIteration):
-            await self._finish(body_result(body))
-            raise error
-        return await self._fail_or_pause(error)
+        try:
+            if isinstance(error, StopAsyncIteration):
+                await self._finish(body_result(body))
+                raise error
+            return await self._fail_or_pause(error)
+        except BaseException:
+            if self._parent is None:  # no write cleared the lease: give it up
+                await self._run.end_attempt()
+            raise
 
     async def _next_slow(self) -> Event[P]:
         if self._outbox:
@@ -546,7 +551,6 @@ class TaskStream(Generic[Out, P]):
                 await run.forget(error)
             elif not _is_any(error, _LEAVE_AS_IS):
                 await run.put_back()
-        await run.end_attempt()
         raise error
 
     def _queue_interrupts(self, interrupts: list[Interrupt]) -> None:

@@ -7,12 +7,14 @@ from typing import Any, Generic, TypeVar, overload
 
 from ._body import check_task_function
 from ._context import TaskContext, current_frame
+from ._outcome import submit_run
 from ._run import NO_INPUT, Delivery
 from ._stream import TaskStream, positional_capacity
 from ._sync import SyncTaskStream, run_sync
 from ._values import Command
 from .errors import InvalidRunIdError, TaskInterrupted
 from .savers.base import Checkpointer, check_checkpointer, check_run_id
+from .serde import default_serializer
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -39,6 +41,12 @@ class Task(Generic[In, Out, P]):
     `delivery="at_least_once"` records the count only with the run's other writes
     (steps, finished children, pauses, an early close): streaming then costs no write
     per partial, and after a crash the partials since the last write are sent again.
+
+    `keep=True` keeps a finished run's outcome (status `done`, `failed` or `cancelled`,
+    with its result or its error's type and message) instead of deleting it; calling the
+    task again with its run id then returns that outcome (or raises `RunFailedError` /
+    `RunCancelled`) and runs nothing. `None` (the default): kept under a `Worker` (or a
+    `Driver` that says so) and for submitted runs, else not, as in the seed.
     """
 
     __slots__ = ("__dict__", "_arg_count", "fn", "name", "record")
@@ -63,6 +71,7 @@ class Task(Generic[In, Out, P]):
         run_id: str | None = None,
         checkpointer: Checkpointer | None = None,
         delivery: Delivery = "exactly_once",
+        keep: bool | None = None,
     ) -> TaskStream[Out, P]:
         """Start (or re-attach to, or resume with a `Command`) a run; returns its stream.
 
@@ -78,6 +87,7 @@ class Task(Generic[In, Out, P]):
             self._run_id(run_id, checkpointer),
             checkpointer,
             delivery,
+            keep,
         )
 
     def _run_id(self, run_id: str | None, checkpointer: Checkpointer | None) -> str:
@@ -108,6 +118,7 @@ class Task(Generic[In, Out, P]):
         run_id: str | None = None,
         checkpointer: Checkpointer | None = None,
         delivery: Delivery = "exactly_once",
+        keep: bool | None = None,
     ) -> TaskStream[Out, P]:
         """Answer the run's pending interrupt with `value` and stream the rest of it.
 
@@ -115,7 +126,44 @@ class Task(Generic[In, Out, P]):
         nothing to resume.
         """
         return self(
-            Command(resume=value), run_id=run_id, checkpointer=checkpointer, delivery=delivery
+            Command(resume=value),
+            run_id=run_id,
+            checkpointer=checkpointer,
+            delivery=delivery,
+            keep=keep,
+        )
+
+    async def submit(
+        self,
+        input: In = NO_INPUT,
+        /,
+        *,
+        run_id: str | None = None,
+        checkpointer: Checkpointer,
+        keep: bool = True,
+    ) -> str:
+        """Store a queued run of this task for a `Worker` to start; returns its run id.
+
+        A run id is generated when none is given. Submitting a run id that is stored
+        already with the same input is the same submission: its run id is returned and
+        nothing starts (an idempotency key; a finished, kept run stays as it is). Raises
+        `InputMismatchError` for another input, `TaskMismatchError` for a run of another
+        task, `InvalidRunIdError` for an invalid run id.
+        """
+        check_checkpointer(checkpointer)
+        if current_frame() is not None:
+            raise RuntimeError(
+                f"task {self.name!r}: submit() was called inside a running task; submitting "
+                "is for code outside runs (a nested call is part of its run: call or "
+                "invoke it instead)"
+            )
+        return await submit_run(
+            checkpointer,
+            None if run_id is None else check_run_id(run_id),
+            self.name,
+            None if input is NO_INPUT else input,
+            keep,
+            getattr(checkpointer, "serde", None) or default_serializer(),
         )
 
     def invoke(
@@ -126,13 +174,16 @@ class Task(Generic[In, Out, P]):
         run_id: str | None = None,
         checkpointer: Checkpointer | None = None,
         delivery: Delivery = "exactly_once",
+        keep: bool | None = None,
     ) -> Coroutine[Any, Any, Out]:
         """Run to the end and return the result; raises `TaskInterrupted` on a pause.
 
         The call takes its place in the enclosing run when it is made (not when awaited),
         so concurrent `invoke`s keep their identity across replays.
         """
-        return _collect(self(input, run_id=run_id, checkpointer=checkpointer, delivery=delivery))
+        return _collect(
+            self(input, run_id=run_id, checkpointer=checkpointer, delivery=delivery, keep=keep)
+        )
 
     def invoke_sync(
         self,
@@ -142,6 +193,7 @@ class Task(Generic[In, Out, P]):
         run_id: str | None = None,
         checkpointer: Checkpointer | None = None,
         delivery: Delivery = "exactly_once",
+        keep: bool | None = None,
     ) -> Out:
         """`invoke` for synchronous code; works even where an event loop is running.
 
@@ -149,7 +201,9 @@ class Task(Generic[In, Out, P]):
         """
         run_id = self._run_id(run_id, checkpointer)
         return run_sync(
-            lambda: self.invoke(input, run_id=run_id, checkpointer=checkpointer, delivery=delivery)
+            lambda: self.invoke(
+                input, run_id=run_id, checkpointer=checkpointer, delivery=delivery, keep=keep
+            )
         )
 
     def resume_sync(
@@ -160,10 +214,15 @@ class Task(Generic[In, Out, P]):
         run_id: str | None = None,
         checkpointer: Checkpointer | None = None,
         delivery: Delivery = "exactly_once",
+        keep: bool | None = None,
     ) -> Out:
         """`invoke(Command(resume=value))` for synchronous code."""
         return self.invoke_sync(
-            Command(resume=value), run_id=run_id, checkpointer=checkpointer, delivery=delivery
+            Command(resume=value),
+            run_id=run_id,
+            checkpointer=checkpointer,
+            delivery=delivery,
+            keep=keep,
         )
 
     def stream_sync(
@@ -174,6 +233,7 @@ class Task(Generic[In, Out, P]):
         run_id: str | None = None,
         checkpointer: Checkpointer | None = None,
         delivery: Delivery = "exactly_once",
+        keep: bool | None = None,
     ) -> SyncTaskStream[Out, P]:
         """The stream as a plain iterator of events, for synchronous code.
 
@@ -182,7 +242,9 @@ class Task(Generic[In, Out, P]):
         """
         checked = self._run_id(run_id, checkpointer)
         return SyncTaskStream(
-            lambda: self(input, run_id=checked, checkpointer=checkpointer, delivery=delivery),
+            lambda: self(
+                input, run_id=checked, checkpointer=checkpointer, delivery=delivery, keep=keep
+            ),
             checked,
         )
 

@@ -34,6 +34,7 @@ from tiny_tasks import (
     step,
     task,
 )
+from tiny_tasks._driver import Driver, driving
 from tiny_tasks._run import resolve
 from tiny_tasks.errors import RunConflictError
 from tiny_tasks.savers import PostgresSaver, SqliteSaver
@@ -328,7 +329,10 @@ async def test_every_saver_call_that_fails_is_a_storage_error_that_keeps_the_run
     stream = two(None, run_id="r1", checkpointer=saver)
     partials = [(await anext(stream)).partial]
     saver.failing = True
-    with pytest.raises(StorageError) as caught:
+    # The same driver re-attaches (another would get RunBusyError: the first stream still
+    # holds the run's lease).
+    same_driver = Driver(owner=stream._run.lease.owner)  # type: ignore[union-attr]
+    with pytest.raises(StorageError) as caught, driving(same_driver):
         await (
             two.invoke(None, run_id="r1", checkpointer=saver)
             if broken.startswith("load")
@@ -342,7 +346,8 @@ async def test_every_saver_call_that_fails_is_a_storage_error_that_keeps_the_run
     assert (stored.status, stored.delivered) == ("running", partials[-1])
 
     saver.failing = False
-    partials = [event.partial async for event in two(None, run_id="r1", checkpointer=saver)]
+    with driving(same_driver):
+        partials = [event.partial async for event in two(None, run_id="r1", checkpointer=saver)]
     assert partials == ([2] if broken != "delete" else [])  # exactly once in total
     assert MemorySaver.load(saver, "r1") is None
     if broken.startswith("load"):
