@@ -38,6 +38,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from tiny_tasks import TaskContext, step, task
+from tiny_tasks._driver import Driver, driving
 
 STEPS = 20
 PARTIALS_PER_STEP = 10
@@ -115,7 +116,10 @@ def saver_factory(backend: str) -> Any:
 
 async def main(open_saver: Any, target: str, run_id: str) -> None:
     spec = {"steps": STEPS, "partials": PARTIALS_PER_STEP}
-    async with open_saver(target) as saver:
+    # Every attempt drives the run as the same owner (a restarted process of one service
+    # that takes its own run back at once); another owner would wait for the killed
+    # attempt's lease to expire (tests/savers/test_lease_kill.py).
+    async with open_saver(target) as saver, driving(Driver(owner="crash-worker")):
         async for partial, _, interrupt in crash_workflow(spec, run_id=run_id, checkpointer=saver):
             assert interrupt is None, f"unexpected interrupt {interrupt!r}"
             worker.log(f"got {partial}")
