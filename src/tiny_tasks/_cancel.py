@@ -111,7 +111,7 @@ def deliver_cancel(run: Run, what: str, *, while_unwinding: bool = True) -> None
             "run %r: cancelled at %s", run.run_id, what, extra={"run_id": run.run_id}
         )
         _raise(run, f"run {run.run_id!r} was cancelled (cancel_run); it stopped at {what}")
-    if is_cancel(sys.exc_info()[1]):
+    if _unwinding(sys.exc_info()[1]):
         if while_unwinding:
             return
         _raise(
@@ -125,6 +125,16 @@ def deliver_cancel(run: Run, what: str, *, while_unwinding: bool = True) -> None
         f"{what}. Let RunCancelled propagate (do compensation work inside the except or "
         "finally block that sees it)",
     )
+
+
+def _unwinding(error: BaseException | None) -> bool:
+    """The exception being handled is `RunCancelled`, or was raised while handling it."""
+    seen = 0
+    while error is not None and seen < 100:
+        if is_cancel(error):
+            return True
+        error, seen = error.__context__, seen + 1
+    return False
 
 
 def _raise(run: Run, message: str) -> NoReturn:
@@ -177,10 +187,12 @@ async def adopt_cancel(run: Run) -> bool:
     return True
 
 
-async def cancelled_at_partial(run: Run, error: BaseException) -> bool:
+async def cancelled_at_partial(run: Run, error: BaseException | None) -> bool:
     """Whether a partial's write failed because the run was cancelled (its stream then
     closes the task, whose `finally` blocks run, and ends the run as cancelled)."""
-    if not isinstance(error, RunCancelled):
+    if run.cancel_requested and run.cancel_error is None and error is None:
+        pass  # a write made for the partial learnt of the cancel (and was made again)
+    elif not isinstance(error, RunCancelled):
         if not isinstance(error, RunConflictError):
             return False
         try:

@@ -212,13 +212,16 @@ class TaskStream(Generic[Out, P]):
         held.clear()
         return True
 
-    async def _stop_on(self, error: BaseException) -> NoReturn:
+    async def _stop_on(self, error: BaseException | None) -> NoReturn:
         """A per-partial write failed: close the stream, then raise (a driver error as
         `StorageError`). A cancel request ends the run as cancelled there."""
-        if await cancelled_at_partial(self._run, error):
+        run = self._run
+        if await cancelled_at_partial(run, error):
+            run.delivered = min(run.delivered, self._produced - 1)  # this one was not
             await self.aclose()
-            await self._run.forget(self._run.cancel_error)  # type: ignore[arg-type]
-            raise self._run.cancel_error  # type: ignore[misc]
+            await run.forget(run.cancel_error)  # type: ignore[arg-type]
+            raise run.cancel_error  # type: ignore[misc]
+        assert error is not None
         try:
             self._run.fail_storage(error, self._run.mark_name)
         finally:
@@ -404,9 +407,13 @@ class TaskStream(Generic[Out, P]):
                 raise
             if run.failure is not None:
                 await self._stop_on(run.failure)
-        except BaseException:
+        except BaseException as error:
+            if isinstance(error, RunConflictError):
+                await self._stop_on(error)
             await self.aclose()
             raise
+        if run.cancel_requested and run.cancel_error is None:
+            await self._stop_on(None)
 
     # -- starting -----------------------------------------------------------------
 
