@@ -6,10 +6,11 @@ its own: the run's first write in an attempt carries it (`lease_owner`,
 `lease_expires`), every later write carries the same values (so the saver rewrites no
 indexed column), and the attempt's last write (pause, finish, put back) clears it.
 
-While the lease is held a timer renews it every `renew_seconds`: a timer handle, not an
-asyncio task, so a run shorter than the renewal interval pays only for arming and
-cancelling it. A renewal that finds the lease lost stops the run's writes; one that
-finds a cancel request hands it to the run (see `_cancel`).
+While the lease is held it is renewed about every `renew_seconds` (at most 1.5 times
+that) by one renewer per event loop and clock: a lease joins its set at the run's first
+write and leaves it at the last, so a run shorter than the renewal interval arms no
+timer and starts no task. A renewal that finds the lease lost stops the run's writes;
+one that finds a cancel request hands it to the run (see `_cancel`).
 
 Opening a run whose stored lease is live and another's raises `RunBusyError` before
 anything is replayed; an expired one is taken over (logged), and the version check
@@ -19,10 +20,11 @@ refuses any late write of the former owner.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import weakref
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ._clock import Clock, current_clock
@@ -37,6 +39,23 @@ __all__ = ["RunLease", "runtime_logger"]
 
 runtime_logger = logging.getLogger("tiny_tasks.runtime")
 
+# A direct call's owner id: this process's random prefix and a counter (a uuid4 per run
+# costs more than the rest of the lease); a forked child draws a prefix of its own.
+_prefix = new_owner_id("call")
+_calls = itertools.count()
+
+
+def _call_owner() -> str:
+    return f"{_prefix}-{next(_calls)}"
+
+
+def _new_prefix() -> None:
+    global _prefix
+    _prefix = new_owner_id("call")
+
+
+os.register_at_fork(after_in_child=_new_prefix)
+
 
 class RunLease:
     """One run's lease in this attempt: who holds it, until when, and its renewal."""
@@ -44,14 +63,15 @@ class RunLease:
     __slots__ = (
         "__weakref__",
         "_renew",
+        "_renewer",
         "_renewing",
         "_run",
-        "_timer",
         "clock",
         "expires",
         "held",
         "lost",
         "owner",
+        "renew_at",
         "renew_seconds",
         "seconds",
     )
@@ -61,14 +81,15 @@ class RunLease:
         self._run = run
         self._renew = renew
         self.clock: Clock = current_clock()
-        self.owner = driver.owner or new_owner_id()
+        self.owner = driver.owner or _call_owner()
         self.seconds = driver.lease_seconds
         self.renew_seconds = driver.renew_seconds
         self.expires: float | None = None
         # Whether the stored row carries this lease (a write with it has landed).
         self.held = False
         self.lost = False
-        self._timer: Any = None
+        self.renew_at = 0.0
+        self._renewer: _Renewer | None = None
         self._renewing: asyncio.Task[None] | None = None
 
     def check_open(self, stored: Checkpoint) -> None:
@@ -109,13 +130,15 @@ class RunLease:
             self.stop()
         elif not self.held:
             self.held = True
-            self._arm()
+            self.renew_at = self.clock.now() + self.renew_seconds
+            self._renewer = _renewer_for(self.clock)
+            self._renewer.add(self)
 
     def stop(self) -> None:
         """No more renewals (the attempt is ending)."""
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.leases.pop(id(self), None)
 
     async def release(self) -> None:
         """An attempt that ends without a write clearing the lease (an early close, a
@@ -140,35 +163,11 @@ class RunLease:
                 extra={"run_id": self._run.run_id},
             )
 
-    def _arm(self) -> None:
-        call_later = getattr(self.clock, "call_later", None)
-        if call_later is not None:
-            # Through a weak reference: a stream its consumer dropped without closing
-            # (the run then referenced by nothing) stops renewing, as a dead process would.
-            self._timer = call_later(self.renew_seconds, partial(_fire, weakref.ref(self)))
-        else:  # a custom clock without timers: a task that sleeps on it
-            self._timer = asyncio.ensure_future(self._sleep_then_renew())
-
-    async def _sleep_then_renew(self) -> None:
-        await self.clock.sleep(self.renew_seconds)
-        self._timer = None
-        await self._renew_now()
-        if self.held and not self.lost and self._timer is None:
-            self._arm()
-
-    def fire(self) -> None:
-        """The renewal timer fired: renew now, in a task of its own."""
-        self._timer = None
-        if self.held and self._renewing is None:
-            self._renewing = asyncio.ensure_future(self._renew_then_rearm())
-
-    async def _renew_then_rearm(self) -> None:
-        try:
-            await self._renew_now()
-        finally:
-            self._renewing = None
-        if self.held and not self.lost and self._timer is None:
-            self._arm()
+    def due(self, now: float) -> None:
+        """The renewer's tick: renew now, in a task of its own, if it is time."""
+        if now >= self.renew_at and self.held and self._renewing is None:
+            self.renew_at = now + self.renew_seconds
+            self._renewing = asyncio.ensure_future(self._renew_now())
 
     async def _renew_now(self) -> None:
         run = self._run
@@ -186,10 +185,13 @@ class RunLease:
                 extra={"run_id": run.run_id},
             )
             return
+        finally:
+            self._renewing = None
         if not self.held:
             return  # the attempt cleared the lease meanwhile
         if not result.held:
             self.lost = True
+            self.stop()
             runtime_logger.warning(
                 "run %r: lease of %r lost (it expired, or another driver took the run "
                 "over); this driver writes nothing more to it",
@@ -205,7 +207,75 @@ class RunLease:
             cancel_from_renewal(run)
 
 
-def _fire(lease: weakref.ref[RunLease]) -> None:
-    alive = lease()
-    if alive is not None:
-        alive.fire()
+class _Renewer:
+    """Renews the leases held in one event loop on one clock, from one timer.
+
+    A lease joins it at its run's first write and leaves at its last (a set insertion
+    and removal: no timer per run). The timer ticks every half of the shortest renewal
+    interval while leases are held, and stops when none is. Leases are held weakly: a
+    stream its consumer dropped without closing stops renewing, as a dead process would.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        # By id, through weak references (see the class).
+        self.leases: dict[int, weakref.ref[RunLease]] = {}
+        self.armed = False
+        self.sleeper: asyncio.Future[None] | None = None
+
+    def add(self, lease: RunLease) -> None:
+        self.leases[id(lease)] = weakref.ref(lease)
+        if not self.armed:
+            self._arm(lease.renew_seconds / 2)
+
+    def _arm(self, seconds: float) -> None:
+        self.armed = True
+        call_later = getattr(self.clock, "call_later", None)
+        if call_later is not None:
+            call_later(seconds, self._tick)
+        else:  # a custom clock without timers: a task that sleeps on it
+            self.sleeper = asyncio.ensure_future(self._sleep_then_tick(seconds))
+
+    async def _sleep_then_tick(self, seconds: float) -> None:
+        await self.clock.sleep(seconds)
+        self._tick()
+
+    def _tick(self) -> None:
+        self.armed = False
+        leases = []
+        for key, ref in list(self.leases.items()):
+            lease = ref()
+            if lease is None:
+                del self.leases[key]
+            else:
+                leases.append(lease)
+        if not leases:
+            return
+        now = self.clock.now()
+        for lease in leases:
+            lease.due(now)
+        self._arm(min(lease.renew_seconds for lease in leases) / 2)
+
+
+_renewers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _Renewer]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+_last: tuple[asyncio.AbstractEventLoop, Clock, _Renewer] | None = None
+
+
+def _renewer_for(clock: Clock) -> _Renewer:
+    global _last
+    loop = asyncio.get_running_loop()
+    last = _last
+    if last is not None and last[0] is loop and last[1] is clock:
+        return last[2]
+    by_clock = _renewers.get(loop)
+    if by_clock is None:
+        by_clock = _renewers[loop] = {}
+    renewer = by_clock.get(id(clock))
+    if renewer is None or renewer.clock is not clock:
+        renewer = by_clock[id(clock)] = _Renewer(clock)
+    _last = (loop, clock, renewer)
+    return renewer
