@@ -76,21 +76,21 @@ async def test_a_killed_owners_run_is_taken_over_once_its_lease_expires(
 
 def kill_in_second_step(backend: str, target: str, log: Path) -> str:
     """Run the worker until it is inside its second step, SIGKILL it; return its pid."""
-    worker = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-W", "error", str(WORKER), backend, target, "r1", str(log)],
         env={**os.environ, "PYTHONPATH": str(SOURCE)},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )
-    try:
-        assert worker.stdout is not None
-        line = worker.stdout.readline()  # reading it is the synchronisation
-        assert line == b"stopped\n", worker.stderr.read() if worker.stderr else line
-        worker.kill()
-        assert worker.wait(timeout=TIMEOUT) == -9
-    finally:
-        if worker.poll() is None:
+    ) as worker:
+        try:
+            assert worker.stdout is not None
+            line = worker.stdout.readline()  # reading it is the synchronisation
+            assert line == b"stopped\n", worker.stderr.read() if worker.stderr else line
             worker.kill()
-            worker.wait()
+            assert worker.wait(timeout=TIMEOUT) == -9
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
     return str(worker.pid)
