@@ -173,6 +173,7 @@ class Run:
         # The runtime (see `_lease`, `_cancel`, `_outcome`): the lease this driver holds,
         # whether to keep the outcome, the cancel request and its delivery.
         self.keep = keep if keep is not None else current_driver().keep
+        self._keep_given = keep is not None
         renew = None if self.dry else getattr(checkpointer, "renew_lease", None)
         self.lease = RunLease(self, renew) if renew is not None else None
         self._final = False
@@ -213,8 +214,9 @@ class Run:
             return []
         if self.lease is not None:
             self.lease.check_open(stored)
-        if self.keep is None:
-            self.keep = stored_keep(stored, self.serde)
+        if not self._keep_given:  # what the run was submitted with wins over a driver's
+            submitted = stored_keep(stored, self.serde)
+            self.keep = self.keep if submitted is None else submitted
         self.journal = decode_journal(stored, self.serde)
         self.version = stored.version
         self.delivered = stored.delivered
@@ -228,7 +230,7 @@ class Run:
             raise InputMismatchError(self.run_id, self.journal.input, given)
         # A dry replay, or a run to cancel: replay whatever the status, as a resume does,
         # to its first write (a cancelled run raises RunCancelled there).
-        self.cancel_requested = stored.cancel_requested
+        self.cancel_requested = stored.cancel_requested and not self.dry
         if self.dry or self.cancel_requested:
             self.deferred = ()
             return None

@@ -133,7 +133,8 @@ async def test_submit_keep_false_and_generated_run_ids(saver: Any) -> None:
     assert len(run_id) == 32
     other = await greet.submit("ada", checkpointer=saver)
     assert other != run_id
-    assert await greet.invoke(run_id=run_id, checkpointer=saver) == "greeted ada"
+    with driving(Driver(keep=True)):  # a worker keeps by default; the submitter said no
+        assert await greet.invoke(run_id=run_id, checkpointer=saver) == "greeted ada"
     assert await get_run(saver, run_id) is None  # submitted with keep=False: deleted
 
 
