@@ -119,13 +119,15 @@ async def main(open_saver: Any, target: str, run_id: str) -> None:
     # Every attempt drives the run as the same owner (a restarted process of one service
     # that takes its own run back at once); another owner would wait for the killed
     # attempt's lease to expire (tests/savers/test_lease_kill.py).
-    async with open_saver(target) as saver, driving(Driver(owner="crash-worker")):
-        async for partial, _, interrupt in crash_workflow(spec, run_id=run_id, checkpointer=saver):
-            assert interrupt is None, f"unexpected interrupt {interrupt!r}"
-            worker.log(f"got {partial}")
-            worker.stop_if(f"partial:{partial.partition(':')[0]}")
-            if worker.random.random() < CONSUMER_WORKS:
-                await asyncio.sleep(worker.random.uniform(0, CONSUMER_WORK))
+    with driving(Driver(owner="crash-worker")):
+        async with open_saver(target) as saver:
+            stream = crash_workflow(spec, run_id=run_id, checkpointer=saver)
+            async for partial, _, interrupt in stream:
+                assert interrupt is None, f"unexpected interrupt {interrupt!r}"
+                worker.log(f"got {partial}")
+                worker.stop_if(f"partial:{partial.partition(':')[0]}")
+                if worker.random.random() < CONSUMER_WORKS:
+                    await asyncio.sleep(worker.random.uniform(0, CONSUMER_WORK))
     worker.log(f"done {time.monotonic()}")
 
 

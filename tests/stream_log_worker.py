@@ -32,6 +32,7 @@ import sys
 from typing import Any
 
 from tiny_tasks import get_run, task
+from tiny_tasks._driver import Driver, driving
 
 WORDS = ("I", "will", "email", "the", "report", "to", "Bob", "now")
 
@@ -89,6 +90,13 @@ def _mark(rewind: int | None) -> str:
 
 
 async def main(open_saver: Any, target: str, run_id: str) -> None:
+    # Every attempt drives the run as one owner: a restarted process takes its run back
+    # at once instead of waiting for the killed attempt's lease to expire.
+    with driving(Driver(owner="stream-log-worker")):
+        await attempt(open_saver, target, run_id)
+
+
+async def attempt(open_saver: Any, target: str, run_id: str) -> None:
     async with open_saver(target) as saver:
         state = await get_run(saver, run_id)
         position = 0 if state is None else state.delivered
