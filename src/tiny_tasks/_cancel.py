@@ -145,8 +145,9 @@ def _raise(run: Run, message: str) -> NoReturn:
 
 
 def cancel_from_renewal(run: Run) -> None:
-    """A renewal found the cancel flag: cancel the async steps in flight through
-    asyncio (each then raises `RunCancelled` in the task); the rest stops at its next
+    """A renewal found the cancel flag: cancel the steps in flight through asyncio
+    (an async step's function is cancelled; a thread step's runs to its end and is
+    recorded; each then raises `RunCancelled` in the task); the rest stops at its next
     effect."""
     if run.cancel_requested:
         return
@@ -156,8 +157,9 @@ def cancel_from_renewal(run: Run) -> None:
         run.run_id,
         extra={"run_id": run.run_id},
     )
-    for task in run.async_steps.values():
-        if not task.done():
+    for site_id in run.in_flight:
+        task = run.steps.get(site_id)
+        if task is not None and not task.done() and task not in run.cancelling:
             run.cancelling.add(task)
             task.cancel()
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._clock import Clock, current_clock
-from ._driver import current_driver, new_owner_id
+from ._driver import Driver, new_owner_id
 from .errors import RunBusyError, RunConflictError
 from .savers.base import Checkpoint
 
@@ -76,8 +76,7 @@ class RunLease:
         "seconds",
     )
 
-    def __init__(self, run: Run, renew: Callable[..., Any]) -> None:
-        driver = current_driver()
+    def __init__(self, run: Run, renew: Callable[..., Any], driver: Driver) -> None:
         self._run = run
         self._renew = renew
         self.clock: Clock = current_clock()
@@ -130,7 +129,7 @@ class RunLease:
             self.stop()
         elif not self.held:
             self.held = True
-            self.renew_at = self.clock.now() + self.renew_seconds
+            self.renew_at = self.expires - self.seconds + self.renew_seconds  # type: ignore[operator]
             self._renewer = _renewer_for(self.clock)
             self._renewer.add(self)
 

@@ -172,15 +172,16 @@ class Run:
         self._log_end = -1  # the last position `_log` answers for
         # The runtime (see `_lease`, `_cancel`, `_outcome`): the lease this driver holds,
         # whether to keep the outcome, the cancel request and its delivery.
-        self.keep = keep if keep is not None else current_driver().keep
+        driver = current_driver()
+        self.keep = keep if keep is not None else driver.keep
         self._keep_given = keep is not None
         renew = None if self.dry else getattr(checkpointer, "renew_lease", None)
-        self.lease = RunLease(self, renew) if renew is not None else None
+        self.lease = RunLease(self, renew, driver) if renew is not None else None
         self._final = False
         self.kept_result: Any = None
         self.cancel_requested = False
         self.cancel_error: BaseException | None = None
-        self.async_steps: dict[str, asyncio.Task[Any]] = {}
+        self.in_flight: set[str] = set()  # steps whose function runs now
         self.cancelling: set[asyncio.Task[Any]] = set()
 
     # -- starting -----------------------------------------------------------------
@@ -538,7 +539,8 @@ class Run:
             entry["e"] = list(record.error)
         else:
             entry["v"] = record.value
-        await self.write("running", (self._encode(entry, f"the result of step {site_id!r}"),))
+        encoded = self._encode(entry, f"the result of step {site_id!r}")
+        await self.write("running", (encoded,), what=f"step {site_id!r}")
 
     async def record_child(self, site_id: str, partials: list[Any], result: Any) -> None:
         """Store a finished nested task: its partials and its result."""
@@ -547,7 +549,7 @@ class Run:
         entry = {"k": "child", "s": site_id, "p": partials, "v": result}
         encoded = self._encode(entry, f"the partials and result of task {site_id!r}")
         self.journal.children[site_id] = ChildRecord(partials, result)
-        await self.write("running", (encoded,))
+        await self.write("running", (encoded,), what=f"task {site_id!r}")
         self._children_written.append(site_id)
 
     def _encode(self, value: Any, what: str) -> bytes:
@@ -563,7 +565,12 @@ class Run:
     # -- storage ------------------------------------------------------------------
 
     async def write(
-        self, status: RunStatus, entries: tuple[bytes, ...] = (), *, create: bool = False
+        self,
+        status: RunStatus,
+        entries: tuple[bytes, ...] = (),
+        *,
+        create: bool = False,
+        what: str = "a write",
     ) -> None:
         """Save fields, state and new entries with compare-and-swap on the version.
 
@@ -581,7 +588,7 @@ class Run:
         if started is not None:
             await started
         if self.cancel_requested:  # learnt from this write's conflict: stop at this effect
-            deliver_cancel(self, "this effect")
+            deliver_cancel(self, what)
 
     async def claim(self) -> None:
         """Write a resume's answers now (before a new effect); a no-op once written.

@@ -33,6 +33,7 @@ from ._journal import StepRecord
 from ._sync import body_thread
 from .errors import (
     ReplayMismatchError,
+    RunCancelled,
     SerializationError,
     StepFailedError,
     TaskDefinitionError,
@@ -231,14 +232,12 @@ async def _run_step(
         if run.deferred is not None:
             await run.claim()  # a resume's answers are written before its first new effect
         token = _current.set(IN_STEP)  # a step is opaque: no interrupts or nested runs in it
-        # An async step is cancelled through asyncio when the run is (see `_cancel`).
-        task = asyncio.current_task() if not (thread and not _is_async(fn)) else None
-        if task is not None:
-            run.async_steps[site_id] = task
+        # A run that is cancelled cancels its steps in flight through asyncio (`_cancel`).
+        run.in_flight.add(site_id)
         try:
             value, error = await _attempt_all(fn, args, kwargs, policy, timeout, thread)
         except asyncio.CancelledError:
-            if not step_cancelled(run, task):
+            if not step_cancelled(run, asyncio.current_task()):
                 raise
             deliver_cancel(run, f"step {site_id!r}")
             raise
@@ -246,14 +245,21 @@ async def _run_step(
             # The function ran on in its thread and had its effect: record its outcome,
             # or a resume would run it a second time. Then stop as asked.
             value, error = await _outcome_of(stopped.future)
-            with contextlib.suppress(TinyTasksError):
+            cancelled = step_cancelled(run, asyncio.current_task())
+            try:
                 await run.record_step(site_id, _record_of(args_hash, value, error))
+            except RunCancelled:
+                raise  # the run was cancelled: it stops here, its step recorded
+            except TinyTasksError:
+                pass
+            if cancelled:
+                deliver_cancel(run, f"step {site_id!r}")
             raise asyncio.CancelledError() from None
         finally:
             _current.reset(token)
-            if task is not None:
-                del run.async_steps[site_id]
-                step_cancelled(run, task)  # it caught the cancellation: taken back
+            run.in_flight.discard(site_id)
+            if run.cancelling:  # it caught the cancellation: taken back
+                step_cancelled(run, asyncio.current_task())
         # No await between the function's end and the record's write starting: once
         # started, the write completes even if this task is cancelled while it waits.
         await run.record_step(site_id, _record_of(args_hash, value, error))
@@ -262,10 +268,6 @@ async def _run_step(
         return value
     finally:
         run.step_finished(site_id)
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn)
 
 
 def _record_of(args_hash: str | None, value: Any, error: BaseException | None) -> StepRecord:

@@ -372,6 +372,8 @@ class TaskStream(Generic[Out, P]):
                 await self._finish(body_result(body))
                 raise error
             return await self._fail_or_pause(error)
+        except StopAsyncIteration:
+            raise
         except BaseException:
             if self._parent is None:  # no write cleared the lease: give it up
                 await self._run.end_attempt()

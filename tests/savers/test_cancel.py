@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from typing import Any
 
 import pytest
@@ -135,6 +136,38 @@ async def test_an_async_step_in_flight_is_cancelled_through_asyncio(saver: Any) 
     state = await get_run(saver, "job")
     assert state is not None
     assert (state.status, state.steps, state.lease_owner) == ("cancelled", 1, None)
+
+
+async def test_a_thread_step_in_flight_runs_to_its_end_and_is_recorded(saver: Any) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def blocking(label: str) -> str:
+        calls.append(label)
+        started.set()
+        release.wait(timeout=30)
+        return label
+
+    @task("thread_job")
+    async def thread_job(_: Any, ctx: TaskContext) -> str:
+        await ctx.step(blocking, "in a thread")
+        await ctx.step(record, "never")
+        return "finished"
+
+    with use_clock(ManualClock()) as clock:
+        with driving(Driver(renew_seconds=10.0)):
+            running = asyncio.create_task(
+                thread_job.invoke(None, run_id="job", checkpointer=saver, keep=True)
+            )
+        await asyncio.to_thread(started.wait, 30)
+        await cancel_run(saver, "job")
+        await clock.advance(10.0)  # the renewal cancels the step's await; the thread runs on
+        release.set()
+        with pytest.raises(RunCancelled, match="stopped at step 'thread_job/blocking#0'"):
+            await running
+    assert calls == ["in a thread"]
+    state = await get_run(saver, "job")
+    assert state is not None
+    assert (state.status, state.steps) == ("cancelled", 1)  # its outcome was recorded
 
 
 async def test_a_step_that_ends_after_the_request_is_recorded_then_the_run_stops(
