@@ -447,32 +447,42 @@ async def test_sqlite_a_lock_released_within_the_retries_costs_nothing(
 async def test_sqlite_a_lock_held_past_the_retries_stops_the_run_and_keeps_it(
     tmp_path: Path, on_retry: Any
 ) -> None:
-    path = tmp_path / "runs.db"
-    holder = sqlite3.connect(path, isolation_level=None)
-    retries = on_retry()
-    seen: dict[str, Any] = {}
-    async with SqliteSaver(path, busy_timeout=0.02, retry_attempts=2) as saver:
-        locker = locking_task(holder, saver, seen)
-        partials: list[Any] = []
-        with pytest.raises(StorageError) as caught:
-            await consume(locker(None, run_id="locked", checkpointer=saver), partials)
-        assert str(caught.value).startswith(
-            "storage failed for run 'locked': the checkpointer's save() raised "
-            "sqlite3.OperationalError: database is locked. The run was stopped"
-        )
-        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
-        assert len(retries.retries) == 2
-        assert await saver.load("locked") == seen["before"]  # not a byte changed
-        assert seen["before"].status == "running"
-        assert len(seen["before"].entries) == 2  # the input, the first step
+    # One process throughout: after a storage failure the run keeps its lease (nothing
+    # more is written), so it re-attaches as the same owner.
+    with driving(Driver(owner="this-process")):
+        path = tmp_path / "runs.db"
+        holder = sqlite3.connect(path, isolation_level=None)
+        retries = on_retry()
+        seen: dict[str, Any] = {}
+        async with SqliteSaver(path, busy_timeout=0.02, retry_attempts=2) as saver:
+            locker = locking_task(holder, saver, seen)
+            partials: list[Any] = []
+            with pytest.raises(StorageError) as caught:
+                await consume(locker(None, run_id="locked", checkpointer=saver), partials)
+            assert str(caught.value).startswith(
+                "storage failed for run 'locked': the checkpointer's save() raised "
+                "sqlite3.OperationalError: database is locked. The run was stopped"
+            )
+            assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+            # The save's two retries, then release_lease's: the attempt gives its lease
+            # up, best effort (the lock is still held, so it stays until it expires).
+            assert [line.split("): ")[1].split(" failed")[0] for line in retries.retries] == [
+                "save",
+                "save",
+                "release_lease",
+                "release_lease",
+            ]
+            assert await saver.load("locked") == seen["before"]  # not a byte changed
+            assert seen["before"].status == "running"
+            assert len(seen["before"].entries) == 2  # the input, the first step
 
-        holder.execute("COMMIT")
-        partials += [e.partial async for e in locker(None, run_id="locked", checkpointer=saver)]
-        assert await saver.load("locked") is None
-    holder.close()
-    assert partials == ["first", "second", "third"]
-    # The first step's result was stored: it is not run again. The second one's was not.
-    assert seen["ran"] == {"first": 1, "second": 2, "third": 1}
+            holder.execute("COMMIT")
+            partials += [e.partial async for e in locker(None, run_id="locked", checkpointer=saver)]
+            assert await saver.load("locked") is None
+        holder.close()
+        assert partials == ["first", "second", "third"]
+        # The first step's result was stored: it is not run again. The second one's was not.
+        assert seen["ran"] == {"first": 1, "second": 2, "third": 1}
 
 
 # -- PostgreSQL: killed backends, a stopped server --------------------------------------
@@ -567,38 +577,41 @@ async def test_postgres_a_backend_killed_while_its_write_waits_is_retried_once(
 async def test_postgres_a_stopped_server_stops_the_run_and_keeps_it(
     on_retry: Any,
 ) -> None:
-    retries = on_retry()
-    with PostgresServer() as server:
-        dsn = server.create_database("stopped")
-        seen: dict[str, Any] = {}
+    # One process throughout: after a storage failure the run keeps its lease (nothing
+    # more is written), so it re-attaches as the same owner.
+    with driving(Driver(owner="this-process")):
+        retries = on_retry()
+        with PostgresServer() as server:
+            dsn = server.create_database("stopped")
+            seen: dict[str, Any] = {}
 
-        async def stop_the_server() -> None:
-            seen["before"] = await saver.load("stopped")
-            await asyncio.to_thread(server.stop)
+            async def stop_the_server() -> None:
+                seen["before"] = await saver.load("stopped")
+                await asyncio.to_thread(server.stop)
 
-        three, ran = three_steps(stop_the_server)
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            dsn, open=False, timeout=1, kwargs={"autocommit": True}
-        )
-        await pool.open(wait=True)
-        async with pool, PostgresSaver(pool, retry_attempts=2) as saver:
-            await saver.setup()
-            partials: list[Any] = []
-            with pytest.raises(StorageError) as caught:
-                await consume(three(None, run_id="stopped", checkpointer=saver), partials)
-        assert caught.value.operation == "save"
-        assert isinstance(caught.value.error, psycopg.OperationalError)
+            three, ran = three_steps(stop_the_server)
+            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                dsn, open=False, timeout=1, kwargs={"autocommit": True}
+            )
+            await pool.open(wait=True)
+            async with pool, PostgresSaver(pool, retry_attempts=2) as saver:
+                await saver.setup()
+                partials: list[Any] = []
+                with pytest.raises(StorageError) as caught:
+                    await consume(three(None, run_id="stopped", checkpointer=saver), partials)
+            assert caught.value.operation == "save"
+            assert isinstance(caught.value.error, psycopg.OperationalError)
 
-        server.start()
-        async with PostgresSaver(dsn) as restarted:
-            assert await restarted.load("stopped") == seen["before"]
-            assert seen["before"].status == "running"
-            opts: dict[str, Any] = {"run_id": "stopped", "checkpointer": restarted}
-            partials += [event.partial async for event in three(None, **opts)]
-            assert await restarted.load("stopped") is None
-    assert partials == ["first", "second", "third"]
-    assert ran == {"first": 1, "second": 2, "third": 1}
-    assert len(retries.retries) == 1  # the lost connection; the pool's timeout is final
+            server.start()
+            async with PostgresSaver(dsn) as restarted:
+                assert await restarted.load("stopped") == seen["before"]
+                assert seen["before"].status == "running"
+                opts: dict[str, Any] = {"run_id": "stopped", "checkpointer": restarted}
+                partials += [event.partial async for event in three(None, **opts)]
+                assert await restarted.load("stopped") is None
+        assert partials == ["first", "second", "third"]
+        assert ran == {"first": 1, "second": 2, "third": 1}
+        assert len(retries.retries) == 1  # the lost connection; the pool's timeout is final
 
 
 class LosingPool:
