@@ -15,6 +15,7 @@ from ._stream import TaskStream
 from ._sync import SyncTaskStream
 from ._task import Task, task
 from ._values import Command, Event, Interrupt, Snapshot
+from ._waits import send, sleep, sleep_until
 from .errors import (
     AmbiguousResumeError,
     CheckpointerTypeError,
@@ -94,6 +95,9 @@ __all__ = [
     "interrupt",
     "list_runs",
     "patched",
+    "send",
+    "sleep",
+    "sleep_until",
     "step",
     "task",
     "use_clock",

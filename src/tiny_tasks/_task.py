@@ -11,7 +11,7 @@ from ._run import NO_INPUT, Delivery
 from ._stream import TaskStream, positional_capacity
 from ._sync import SyncTaskStream, run_sync
 from ._values import Command
-from .errors import InvalidRunIdError, TaskInterrupted
+from .errors import InvalidRunIdError, TaskInterrupted, TaskSleeping
 from .savers.base import Checkpointer, check_checkpointer, check_run_id
 
 In = TypeVar("In")
@@ -127,7 +127,8 @@ class Task(Generic[In, Out, P]):
         checkpointer: Checkpointer | None = None,
         delivery: Delivery = "exactly_once",
     ) -> Coroutine[Any, Any, Out]:
-        """Run to the end and return the result; raises `TaskInterrupted` on a pause.
+        """Run to the end and return the result; raises `TaskInterrupted` on a pause,
+        `TaskSleeping` when the run went to sleep (`ctx.sleep`, `ctx.recv`).
 
         The call takes its place in the enclosing run when it is made (not when awaited),
         so concurrent `invoke`s keep their identity across replays.
@@ -192,6 +193,8 @@ async def _collect(stream: TaskStream[Out, P]) -> Out:
         pass
     if stream.interrupts:
         raise TaskInterrupted(stream.run_id, stream.interrupts)
+    if stream.status == "sleeping":
+        raise TaskSleeping(stream.run_id, stream.wake_at, stream.waits)
     return stream.result  # type: ignore[return-value]
 
 
