@@ -146,9 +146,7 @@ class Run:
         self.closed = False
         # The stream calls `mark_delivered` (or `append_partial`, below) itself on its
         # hot path: one call per partial.
-        self.mark: Callable[..., Any] | None = getattr(
-            checkpointer, "mark_delivered", None
-        )
+        self.mark: Callable[..., Any] | None = getattr(checkpointer, "mark_delivered", None)
         # Record every delivery now, or only along with the run's other writes.
         self.each_delivery = delivery == "exactly_once"
         # With exactly-once delivery and a saver that keeps the stream log, each partial
@@ -216,7 +214,12 @@ class Run:
             reported = self.waiting.reattach(self.journal, stored, now)
             if reported is not None:
                 return reported
+            # Continued like a resume: its first write is deferred to its first new
+            # effect, where of two drivers (an answer and a deadline) exactly one wins.
             self._paused_on = dict(self.journal.pending)  # a refused replay puts it back
+            self.journal.pending = {}
+            self.deferred = ()
+            return None
         await self.write("running")
         return None
 
@@ -622,9 +625,7 @@ class Run:
             # A plain method that returns an awaitable: treat the saver as async from now on.
             self.inline_writes = False
             return self._track(asyncio.ensure_future(self._finish(result, "save", decisions)))
-        return self._track(
-            asyncio.ensure_future(self._save(status, entries, create, claim, taken))
-        )
+        return self._track(asyncio.ensure_future(self._save(status, entries, create, claim, taken)))
 
     def _track(self, writer: asyncio.Task[None]) -> asyncio.Future[None]:
         self._writers.add(writer)

@@ -237,7 +237,7 @@ class TaskStream(Generic[Out, P]):
         finally:
             _current.reset(token)
         if partial is _PAUSED:
-            return self._outbox.popleft()
+            return self._queued()
         self._produced += 1
         await self._deliver(partial)
         return _event(Event, (partial, self._snapshot, None))
@@ -304,7 +304,7 @@ class TaskStream(Generic[Out, P]):
                     except BaseException as error:
                         partial = await self._body_exit(error)
                 if partial is _PAUSED:
-                    return self._outbox.popleft()
+                    return self._queued()
                 if self._parent is not None:
                     if self._recorded is not None:
                         self._recorded.append(partial)
@@ -547,6 +547,12 @@ class TaskStream(Generic[Out, P]):
             elif not _is_any(error, _LEAVE_AS_IS):
                 await run.put_back()
         raise error
+
+    def _queued(self) -> Event[P]:
+        """The first interrupt event queued by a pause; none when the run sleeps."""
+        if not self._outbox:
+            raise StopAsyncIteration
+        return self._outbox.popleft()
 
     def _queue_interrupts(self, interrupts: list[Interrupt]) -> None:
         waiting = self._run.waiting

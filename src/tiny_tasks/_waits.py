@@ -117,7 +117,10 @@ class WaitState:
         self.stored_waits = stored.waits
         slack = INLINE_SLEEP if stored.status == "sleeping" else 0.0
         wake_at = stored.wake_at
-        if stored.cancel_requested or (wake_at is not None and wake_at - now <= slack):
+        # A sleeping run with neither a wake time nor a topic: its saver keeps no runtime
+        # fields; replay finds out whether it is due.
+        unknown = stored.status == "sleeping" and wake_at is None and not stored.waits
+        if unknown or stored.cancel_requested or (wake_at is not None and wake_at - now <= slack):
             logger.info(
                 "run %r: due (wake time %s), continuing it",
                 stored.run_id,
@@ -296,7 +299,8 @@ def interrupt_deadline(
         has_default = default is not NO_DEFAULT
         if run.saving and has_default:
             _encode(run, default, f"the default of interrupt {site_id!r}")
-        deadline = (now + seconds_of(timeout, "an interrupt's timeout"), has_default, default)
+        when = now + seconds_of(timeout, "an interrupt's timeout")
+        deadline = (when, has_default, default if has_default else None)
         journal.deadlines[site_id] = deadline
     when, has_default, default = deadline
     if run.dry or now < when:
