@@ -150,7 +150,9 @@ def _parser() -> argparse.ArgumentParser:
         "--key-env", metavar="NAME", help="environment variable holding the encryption key(s)"
     )
     check.add_argument("--running", action="store_true", help="check running runs too")
-    check.add_argument("--jobs", type=_count(1), default=8, help="runs checked at a time (8)")
+    check.add_argument(
+        "--jobs", type=_count(1), default=8, help="runs checked at a time (8)"
+    )
     return parser
 
 

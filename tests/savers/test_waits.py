@@ -404,7 +404,7 @@ async def test_a_message_sent_before_the_wait_is_kept_and_received(saver: Any) -
         with pytest.raises(TaskInterrupted):
             await inbox.invoke(1, run_id="m1", checkpointer=saver)
         assert isinstance(await send(saver, "m1", "mail", {"text": "hello"}), int)
-        assert await inbox.resume("go", run_id="m1", checkpointer=saver) == [
+        assert await inbox.invoke(Command(resume="go"), run_id="m1", checkpointer=saver) == [
             "go",
             {"text": "hello"},
         ]
@@ -419,7 +419,11 @@ async def test_two_messages_are_received_in_order_by_two_recvs(saver: Any) -> No
         second = await send(saver, "m2", "mail", "two")
         await send(saver, "m2", "other", "not for mail")
         assert first < second
-        assert await inbox.resume("go", run_id="m2", checkpointer=saver) == ["go", "one", "two"]
+        assert await inbox.invoke(Command(resume="go"), run_id="m2", checkpointer=saver) == [
+            "go",
+            "one",
+            "two",
+        ]
 
 
 @task("waiter")
@@ -491,7 +495,9 @@ async def test_a_message_is_recorded_and_taken_once(saver: Any) -> None:
         }
         found = saver.next_message("m5", "t")
         assert (await found if inspect.isawaitable(found) else found) is None
-        assert await receive_then_ask.resume("no", run_id="m5", checkpointer=saver) == [
+        assert await receive_then_ask.invoke(
+            Command(resume="no"), run_id="m5", checkpointer=saver
+        ) == [
             [1, 2],
             "no",
         ]
@@ -515,7 +521,10 @@ async def test_recv_in_a_nested_child_under_gather_with_an_interrupt(saver: Any)
         assert [i.value for i in interrupts] == ["approve?"]
         assert (stream.status, stream.waits) == ("paused", ("news",))
         await send(saver, "m6", "news", "fresh")
-        assert await parent.resume("yes", run_id="m6", checkpointer=saver) == ["fresh", "yes"]
+        assert await parent.invoke(Command(resume="yes"), run_id="m6", checkpointer=saver) == [
+            "fresh",
+            "yes",
+        ]
 
 
 async def test_recv_needs_a_checkpointer() -> None:
