@@ -18,12 +18,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tiny_tasks import send
 from tiny_tasks.savers import SqliteSaver
 
 WORKER = Path(__file__).with_name("recv_worker.py")
 SOURCE = Path(__file__).parents[1] / "src"
-COUNT = 60
+COUNT = 100
 SEED = int(os.environ.get("TINY_TASKS_CRASH_SEED", "6_000_006"))
 WORKER_TIMEOUT = 60.0
 
@@ -47,11 +49,19 @@ def _finish(worker: subprocess.Popen[bytes], log: Path) -> None:
     try:
         code = worker.wait(timeout=WORKER_TIMEOUT)
     except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
+        _kill(worker)
         raise AssertionError(f"worker still running after {WORKER_TIMEOUT}s") from None
+    _kill(worker)  # reaped already: closes its pipes
     stderr = Path(f"{log}.stderr").read_text()
     assert code == 0, f"seed {SEED}: worker exited with {code}\n{stderr}"
+
+
+def _kill(worker: subprocess.Popen[bytes]) -> None:
+    worker.kill()
+    worker.wait()
+    for pipe in (worker.stdin, worker.stdout):
+        if pipe is not None:
+            pipe.close()
 
 
 def _send(db: Path, values: list[int]) -> None:
@@ -67,6 +77,7 @@ def _ends(log: Path) -> list[str]:
     return [line for line in log.read_text().splitlines() if line.startswith("end ")]
 
 
+@pytest.mark.timeout(300)
 def test_sigkilled_receivers_never_lose_or_duplicate_a_message(tmp_path: Path) -> None:
     db, log = tmp_path / "inbox.db", tmp_path / "log"
     chooser = random.Random(SEED)
@@ -79,7 +90,7 @@ def test_sigkilled_receivers_never_lose_or_duplicate_a_message(tmp_path: Path) -
         number += 1
         assert number < 400, f"seed {SEED}: no end after {number} attempts"
         if sent < COUNT:
-            batch = list(range(sent, min(COUNT, sent + chooser.randint(1, 9))))
+            batch = list(range(sent, min(COUNT, sent + chooser.randint(1, 6))))
             _send(db, batch)
             sent += len(batch)
         plan = chooser.random()
@@ -91,8 +102,7 @@ def test_sigkilled_receivers_never_lose_or_duplicate_a_message(tmp_path: Path) -
             assert line == b"ready\n", f"seed {SEED}: {line!r}"
             line = worker.stdout.readline()
             if line == f"stopped {stop_at}\n".encode():
-                worker.kill()
-                worker.wait()
+                _kill(worker)
                 exact_kills += 1
             else:  # it had been received before: the attempt ran to its end
                 _finish(worker, log)
@@ -100,11 +110,10 @@ def test_sigkilled_receivers_never_lose_or_duplicate_a_message(tmp_path: Path) -
             worker = _start(db, log, number)
             assert worker.stdout is not None
             assert worker.stdout.readline() == b"ready\n"
-            time.sleep(chooser.uniform(0.0, 0.4))  # a random moment: the kill's timing
+            time.sleep(chooser.uniform(0.0, 0.08))  # a random moment: the kill's timing
             if worker.poll() is None:
                 kills += 1
-            worker.kill()
-            worker.wait()
+            _kill(worker)
         else:
             _finish(worker := _start(db, log, number), log)
     ends = _ends(log)
@@ -115,4 +124,6 @@ def test_sigkilled_receivers_never_lose_or_duplicate_a_message(tmp_path: Path) -
     )
     assert sorted(execs, key=int) == [str(v) for v in range(COUNT)]
     assert sum(execs.values()) - COUNT <= kills, f"seed {SEED}: {execs}"
-    assert kills + exact_kills >= 10, f"seed {SEED}: only {kills} + {exact_kills} kills"
+    assert (kills >= 8, exact_kills >= 2) == (True, True), (
+        f"seed {SEED}: only {kills} + {exact_kills} kills"
+    )

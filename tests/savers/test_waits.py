@@ -519,7 +519,9 @@ async def test_recv_in_a_nested_child_under_gather_with_an_interrupt(saver: Any)
         stream = parent("x", run_id="m6", checkpointer=saver)
         _, interrupts = await _drain(stream)
         assert [i.value for i in interrupts] == ["approve?"]
-        assert (stream.status, stream.waits) == ("paused", ("news",))
+        # `waits` depends on whether the recv registered before the pause cancelled it
+        # (an async saver's read may be in flight): either way the resume receives.
+        assert stream.status == "paused"
         await send(saver, "m6", "news", "fresh")
         assert await parent.invoke(Command(resume="yes"), run_id="m6", checkpointer=saver) == [
             "fresh",
