@@ -43,6 +43,9 @@ REQUIRED = {
     "emit",
     "interrupt",
     "patched",
+    "send",
+    "sleep",
+    "sleep_until",
     "step",
     "task",
 }
