@@ -220,14 +220,6 @@ async def test_sleep_until_an_aware_datetime(saver: Any) -> None:
         assert await until.invoke(run_id="u1", checkpointer=saver) == "awake"
 
 
-async def test_a_sleeping_run_passes_check_runs(saver: Any) -> None:
-    with use_clock(ManualClock(T0)):
-        await _drain(sleeper("d", run_id="s4", checkpointer=saver))
-        report = await check_runs(saver, [sleeper])
-    assert (report.checked, report.compatible, report.incompatible) == (1, 1, ())
-    assert calls == {"d:before": 1}
-
-
 # -- deadlines -------------------------------------------------------------------------
 
 HOURS_4 = 4 * 3600.0
@@ -543,3 +535,30 @@ async def test_recv_needs_a_checkpointer() -> None:
 async def test_send_to_a_missing_run_is_refused() -> None:
     with pytest.raises(NoCheckpointError, match="no unfinished run 'nobody'"):
         await send(MemorySaver(), "nobody", "t", 1)
+
+
+# -- dry replays ----------------------------------------------------------------------
+
+
+async def test_waiting_runs_pass_check_runs_and_stay_as_they_are(saver: Any) -> None:
+    with use_clock(ManualClock(T0)) as clock:
+        await _drain(sleeper("d", run_id="s4", checkpointer=saver))
+        await _drain(waiter("e", run_id="s5", checkpointer=saver))
+        await _drain(approval("o5", run_id="s6", checkpointer=saver))
+        await clock.advance(2 * DAY)  # every one of them is due: check replays, never acts
+        before = [await _load(saver, run_id) for run_id in ("s4", "s5", "s6")]
+        seen: list[tuple[str, bool, str]] = []
+        report = await check_runs(
+            saver,
+            [sleeper, waiter, approval],
+            on_result=lambda r: seen.append((r.run_id, r.compatible, r.reached)),
+        )
+        after = [await _load(saver, run_id) for run_id in ("s4", "s5", "s6")]
+    assert (report.checked, report.compatible, report.incompatible) == (3, 3, ())
+    assert sorted(seen) == [
+        ("s4", True, "new ground: a step that was never recorded, or a new child's result"),
+        ("s5", True, "sleeping"),
+        ("s6", True, "paused on ['approval/interrupt#0']"),
+    ]
+    assert after == before
+    assert calls == {"d:before": 1, "e:before": 1}
