@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 if TYPE_CHECKING:
     from ._stream import TaskStream
     from ._values import Event, Interrupt
+    from .savers.base import RunStatus
 
 T = TypeVar("T")
 Out = TypeVar("Out")
@@ -138,7 +139,7 @@ class SyncTaskStream(Generic[Out, P]):
         return [] if self._stream is None else list(self._stream.interrupts)
 
     @property
-    def status(self) -> str | None:
+    def status(self) -> RunStatus | None:
         """How the run ended ("done", "paused", "sleeping", ...); `None` before the end."""
         return None if self._stream is None else self._stream.status
 
