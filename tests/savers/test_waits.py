@@ -299,6 +299,25 @@ async def test_an_answer_after_the_deadline_is_refused(saver: Any) -> None:
         assert result == ["answered", "yes"]
 
 
+@task("sync_approval")
+def sync_approval(order: str) -> Any:
+    return interrupt(order, timeout=timedelta(minutes=5), default="default")
+
+
+async def test_a_synchronous_task_has_deadlines_and_its_sync_stream_tells_how_it_ended(
+    saver: Any,
+) -> None:
+    with use_clock(ManualClock(T0)) as clock:
+        stream = sync_approval.stream_sync("o6", run_id="y1", checkpointer=saver)
+        events = await asyncio.to_thread(list, stream)
+        assert [e.interrupt for e in events] == [Interrupt("o6", "sync_approval/interrupt#0")]
+        assert (stream.status, stream.wake_at) == ("paused", T0 + 300)
+        await clock.advance(300)
+        again = sync_approval.stream_sync(run_id="y1", checkpointer=saver)
+        assert await asyncio.to_thread(list, again) == []
+        assert (again.status, again.result) == ("done", "default")
+
+
 class Gate:
     """Where a replay waits before its first new effect, so two can be lined up."""
 
