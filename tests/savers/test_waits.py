@@ -581,3 +581,31 @@ async def test_waiting_runs_pass_check_runs_and_stay_as_they_are(saver: Any) -> 
     ]
     assert after == before
     assert calls == {"d:before": 1, "e:before": 1}
+
+
+# -- observability ---------------------------------------------------------------------
+
+
+async def test_timers_deadlines_and_sleeps_are_logged_with_the_run_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    saver = MemorySaver()
+    caplog.set_level("INFO", logger="tiny_tasks.runtime")
+    with use_clock(ManualClock(T0)) as clock:
+        await _drain(sleep_then_ask("l", run_id="log1", checkpointer=saver))
+        await _drain(approval("o7", run_id="log2", checkpointer=saver))
+        await clock.advance(DAY)
+        await _drain(sleep_then_ask(run_id="log1", checkpointer=saver))
+        await approval.invoke(run_id="log2", checkpointer=saver)
+    records = [(r.getMessage(), getattr(r, "run_id", None)) for r in caplog.records]
+    assert records == [
+        (f"run 'log1': sleeping until {T0 + DAY}", "log1"),
+        (f"run 'log1': due (wake time {T0 + DAY}), continuing it", "log1"),
+        ("run 'log1': timer 'sleep_then_ask/sleep#1' fired", "log1"),
+        (f"run 'log2': due (wake time {T0 + HOURS_4}), continuing it", "log2"),
+        (
+            "run 'log2': the deadline of interrupt 'approval/interrupt#0' passed "
+            f"({T0 + HOURS_4}); answering it with its default",
+            "log2",
+        ),
+    ]
