@@ -45,6 +45,9 @@ REQUIRED = {
     "interrupt",
     "patched",
     "prune",
+    "send",
+    "sleep",
+    "sleep_until",
     "step",
     "task",
 }

@@ -16,6 +16,7 @@ from ._stream import TaskStream
 from ._sync import SyncTaskStream
 from ._task import Task, task
 from ._values import Command, Event, Interrupt, Snapshot
+from ._waits import send, sleep, sleep_until
 from .errors import (
     AmbiguousResumeError,
     CheckpointerTypeError,
@@ -97,6 +98,9 @@ __all__ = [
     "list_runs",
     "patched",
     "prune",
+    "send",
+    "sleep",
+    "sleep_until",
     "step",
     "task",
     "use_clock",

@@ -261,7 +261,8 @@ class _Verdict:
             error = leaves[0] if leaves else error
             return self._failed(error, patches)
         if stop.kind == "pause":  # the engine checked that it reached what it recorded
-            return self.accept(f"paused on {list(stop.pending)}", patches)
+            reached = f"paused on {list(stop.pending)}" if stop.pending else "sleeping"
+            return self.accept(reached, patches)
         if stop.kind == "end":
             if stop.failure is not None:
                 return self._failed(stop.failure, patches)

@@ -12,8 +12,9 @@ and are the same on every replay of deterministic code.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ T = TypeVar("T")
 
 __all__ = [
     "IN_STEP",
+    "NO_DEFAULT",
     "Frame",
     "PauseRun",
     "StepMarker",
@@ -34,6 +36,10 @@ __all__ = [
     "interrupt",
     "patched",
 ]
+
+
+NO_DEFAULT: Any = type("NoDefault", (), {"__repr__": lambda self: "<no default>"})()
+"""`interrupt(..., default=)` not given: a deadline that passes raises instead."""
 
 
 class PauseRun(BaseException):
@@ -102,13 +108,21 @@ def _require_frame(what: str) -> Frame:
     return frame
 
 
-def interrupt(value: Any) -> Any:
+def interrupt(
+    value: Any, *, timeout: timedelta | float | None = None, default: Any = NO_DEFAULT
+) -> Any:
     """Pause the current run with `value`; on resume, return the answer given for it.
+
+    With `timeout` (a `timedelta` or seconds), the interrupt has a deadline, computed
+    when it is first reached and kept across replays: once it has passed, re-attaching
+    the run (a `Worker` does it when due) answers it with `default`, or raises
+    `InterruptTimeoutError` here when no default was given; an answer given after the
+    deadline is refused with `InterruptTimeoutError`.
 
     Raises `RuntimeError` when called outside a running task. Pausing unwinds the task
     with a `BaseException`, so `except Exception:` around this call does not stop it.
     """
-    return _interrupt(_require_frame("interrupt"), value)
+    return _interrupt(_require_frame("interrupt"), value, timeout, default)
 
 
 def emit(value: Any) -> None:
@@ -149,12 +163,20 @@ def _patched(frame: Frame, patch_id: str, *, deprecated: bool) -> bool:
     return frame.run.patch(frame.path, frame.next_index, patch_id, deprecated)
 
 
-def _interrupt(frame: Frame, value: Any) -> Any:
+def _interrupt(
+    frame: Frame, value: Any, timeout: timedelta | float | None = None, default: Any = NO_DEFAULT
+) -> Any:
     site_id, order = frame.allocate("interrupt", "interrupt")
     run = frame.run
-    answers = run.journal.answers
-    if site_id in answers:
-        return answers[site_id]
+    journal = run.journal
+    if site_id in journal.answers:
+        return journal.answers[site_id]
+    if timeout is not None or journal.deadlines or journal.timeouts:
+        from ._waits import interrupt_deadline
+
+        answered, answer = interrupt_deadline(run, site_id, timeout, default)
+        if answered:
+            return answer
     run.add_pending(site_id, order, value)
     raise PauseRun(site_id)
 
@@ -183,9 +205,47 @@ class TaskContext:
         """This task's place in the run's task tree, e.g. `"workflow/inner#0"`."""
         return self._frame.path
 
-    def interrupt(self, value: Any) -> Any:
-        """Pause the run with `value`; on resume, return the answer given for it."""
-        return _interrupt(self._frame, value)
+    def interrupt(
+        self, value: Any, *, timeout: timedelta | float | None = None, default: Any = NO_DEFAULT
+    ) -> Any:
+        """Pause the run with `value`; on resume, return the answer given for it.
+
+        `timeout` and `default`: a deadline, as for the ambient `interrupt`.
+        """
+        return _interrupt(self._frame, value, timeout, default)
+
+    def sleep(self, duration: timedelta | float) -> Coroutine[Any, Any, None]:
+        """Sleep `duration` durably: a long sleep holds no process (see `tiny_tasks.sleep`)."""
+        from ._step import refuse_in_sync_body
+        from ._waits import start_sleep
+
+        refuse_in_sync_body("ctx.sleep(...)")
+        return start_sleep(self._frame, duration, None)
+
+    def sleep_until(self, when: datetime | float) -> Coroutine[Any, Any, None]:
+        """Sleep until `when` (an aware `datetime`, or seconds since the epoch), durably."""
+        from ._step import refuse_in_sync_body
+        from ._waits import start_sleep
+
+        refuse_in_sync_body("ctx.sleep_until(...)")
+        return start_sleep(self._frame, None, when)
+
+    def recv(
+        self, topic: str, timeout: timedelta | float | None = None
+    ) -> Coroutine[Any, Any, Any]:
+        """`await ctx.recv(topic, timeout=None)`: the oldest message sent to this run on
+        `topic` (with `send`), or `None` once `timeout` has passed.
+
+        Each message is received exactly once, recorded in the journal. With no message
+        yet, the run waits as `sleeping`, holding no process, until one arrives or the
+        timeout passes. Needs a checkpointer that keeps messages (every built-in one):
+        `CheckpointerTypeError` otherwise.
+        """
+        from ._step import refuse_in_sync_body
+        from ._waits import start_recv
+
+        refuse_in_sync_body("ctx.recv(...)")
+        return start_recv(self._frame, topic, timeout)
 
     def emit(self, value: Any) -> None:
         """Stream `value` as a partial of this task, exactly like a yielded value."""

@@ -51,7 +51,7 @@ class DryView:
         return self.stored if run_id == self.stored.run_id else None
 
     def save(self, write: CheckpointWrite, expected_version: int | None) -> int:
-        if write.status == "paused":
+        if write.status in ("paused", "sleeping"):
             raise DryStop("pause", f"the run would pause on {list(write.pending)}", write.pending)
         delivered = self.stored.delivered
         if write.delivered > delivered:

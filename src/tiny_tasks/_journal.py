@@ -1,8 +1,10 @@
 """The run journal: what a run has recorded, and its plain-data form in a checkpoint.
 
-A checkpoint holds a small `state` blob (the pending interrupts), rewritten on every
-write, and an append-only list of entries, each encoded once: the input, answers,
-step results, finished children, `patched()` decisions, and voids (an answer or child
+A checkpoint holds a small `state` blob (the pending interrupts and the deadlines of
+unanswered ones), rewritten when the run pauses, and an append-only list of entries,
+each encoded once: the input, answers (given, a deadline's default, or a deadline's
+timeout), step results, finished children, `patched()` decisions, wait times (a
+sleep's wake time, a recv's deadline), received messages, and voids (an answer or child
 result withdrawn because the resume that led to it was refused after it was written).
 Replay matches them by site id; entries are read in order, so an answer given again after
 a void counts.
@@ -49,6 +51,15 @@ class Journal:
     # `patched()` decisions by site; not effects: they take no index and are never checked
     # for being reached, so adding or removing a `patched()` call moves no other site.
     patches: dict[str, bool] = field(default_factory=dict)
+    # A sleep's wake time, or a recv's deadline, by site (recorded on first reach).
+    waits: dict[str, float] = field(default_factory=dict)
+    # What each recv received (None on its timeout), by site.
+    received: dict[str, Any] = field(default_factory=dict)
+    # Interrupts answered by their deadline passing, without a default: site -> deadline.
+    timeouts: dict[str, float] = field(default_factory=dict)
+    # Deadlines of interrupts not answered yet (in the state blob): site -> (when,
+    # has_default, default).
+    deadlines: dict[str, tuple[float, bool, Any]] = field(default_factory=dict)
 
 
 def encode_entry(serde: Serializer, entry: dict[str, Any]) -> bytes:
@@ -62,9 +73,17 @@ def encode_entry(serde: Serializer, entry: dict[str, Any]) -> bytes:
         raise SerializationError(f"cannot serialise {type(exc).__name__}: {exc}") from exc
 
 
-def encode_state(serde: Serializer, pending: list[tuple[str, Any]]) -> bytes:
-    """The state blob: the pending interrupts, as `[id, value]` pairs in site order."""
-    return encode_entry(serde, {"pending": [[site, value] for site, value in pending]})
+def encode_state(
+    serde: Serializer,
+    pending: list[tuple[str, Any]],
+    deadlines: dict[str, tuple[float, bool, Any]] | None = None,
+) -> bytes:
+    """The state blob: the pending interrupts, as `[id, value]` pairs in site order, and
+    the deadlines of interrupts not answered yet (`{id: [when, has_default, default]}`)."""
+    state: dict[str, Any] = {"pending": [[site, value] for site, value in pending]}
+    if deadlines:
+        state["deadlines"] = {site: list(deadline) for site, deadline in deadlines.items()}
+    return encode_entry(serde, state)
 
 
 def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
@@ -88,7 +107,10 @@ def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
             if site.__class__ is not str:
                 raise TypeError(f"a site id of type {type(site).__name__}")
             if kind == "answer":
-                answers[site] = entry["v"]
+                if "x" in entry:  # its deadline passed and it has no default
+                    journal.timeouts[site] = float(entry["t"])
+                else:
+                    answers[site] = entry["v"]
             elif kind == "step":
                 steps[site] = _step_record(entry)
             elif kind == "child":
@@ -96,6 +118,11 @@ def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
             elif kind == "void":  # a refused resume's answer or child result
                 answers.pop(site, None)
                 children.pop(site, None)
+                journal.timeouts.pop(site, None)
+            elif kind == "wait":
+                journal.waits[site] = float(entry["t"])
+            elif kind == "recv":
+                journal.received[site] = entry["v"]
             elif kind == "patch":
                 value = entry["v"]
                 if type(value) is not bool:
@@ -118,6 +145,8 @@ def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
                 if type(site) is not str:
                     raise TypeError(f"an interrupt id of type {type(site).__name__}")
                 pending[site] = value
+            for site, (when, has_default, default) in state.get("deadlines", {}).items():
+                journal.deadlines[site] = (float(when), bool(has_default), default)
         except (KeyError, TypeError, ValueError) as exc:
             raise _damaged(run_id, "state", exc) from exc
         journal.pending = pending

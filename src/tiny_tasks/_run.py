@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, NoReturn
 
 from ._cancel import adopt_cancel, deliver_cancel
+from ._clock import current_clock
 from ._context import PauseRun
 from ._driver import current_driver
 from ._dry import DryStop, DryView
@@ -28,6 +29,7 @@ from ._journal import ChildRecord, Journal, StepRecord, decode_journal, encode_e
 from ._lease import RunLease
 from ._outcome import keep_outcome, reattach_finished, stored_keep
 from ._values import Command, Interrupt, Snapshot
+from ._waits import WaitState, refuse_late_answers, unanswered_deadlines
 from .errors import (
     AmbiguousResumeError,
     InputMismatchError,
@@ -121,9 +123,12 @@ class Run:
         self._children_written: list[str] = []
         self.deferred: tuple[bytes, ...] | None = None
         self._state = b""
-        # Encoded `patched()` decisions made since the last write, written with the next
-        # one (a resume's first write included): before any site recorded past them.
+        # Encoded entries that ride on the next write (a resume's first write included):
+        # `patched()` decisions, before any site recorded past them; wait times and
+        # deadline answers (`ride`).
         self._decisions: list[bytes] = []
+        # Timers, deadlines and messages: how the run was found, and how it parks.
+        self.waiting = WaitState()
         # Patch ids whose old branch this attempt took (what `check_runs` reports).
         self.old_branches: set[str] = set()
         # A dry replay (`check_runs`): replays a paused run too, and stops at its first
@@ -235,8 +240,17 @@ class Run:
         if self.dry or self.cancel_requested:
             self.deferred = ()
             return None
-        if stored.status == "paused":
-            return [Interrupt(value, site) for site, value in self.journal.pending.items()]
+        if stored.status in ("paused", "sleeping"):
+            now = current_clock().now()
+            reported = self.waiting.reattach(self.journal, stored, now)
+            if reported is not None:
+                return reported
+            # Continued like a resume: its first write is deferred to its first new
+            # effect, where of two drivers (an answer and a deadline) exactly one wins.
+            self._paused_on = dict(self.journal.pending)  # a refused replay puts it back
+            self.journal.pending = {}
+            self.deferred = ()
+            return None
         await self.write("running")
         return None
 
@@ -265,6 +279,10 @@ class Run:
             answers = {pending[0]: command.resume}
         else:
             raise AmbiguousResumeError(self.run_id, pending)
+        refuse_late_answers(self, list(answers))
+        self.waiting.stored_status = stored.status
+        self.waiting.stored_wake_at = stored.wake_at
+        self.waiting.stored_waits = stored.waits
         # Encoded first, so an unstorable answer is refused before anything changes. Not
         # written yet: replay must first show it still lines up with the journal.
         entries = tuple(
@@ -370,10 +388,17 @@ class Run:
             )
         return False
 
+    def ride(self, entry: bytes) -> None:
+        """Write `entry` with the run's next write, whatever it is."""
+        self._decisions.append(entry)
+
     # -- interrupts ---------------------------------------------------------------
 
-    def add_pending(self, site_id: str, order: tuple[int, ...], value: Any) -> None:
-        """Register an unanswered interrupt; its value must be storable.
+    def add_pending(
+        self, site_id: str, order: tuple[int, ...], value: Any, *, storable: bool = True
+    ) -> None:
+        """Register an unanswered interrupt (or a wait: `storable=False`); an interrupt's
+        value must be storable.
 
         Raises `SwallowedInterruptError` if this asyncio task swallowed an earlier pause.
         """
@@ -387,7 +412,7 @@ class Run:
             self._refuse_if_swallowed(task)
         if self.cancel_requested:
             deliver_cancel(self, f"interrupt {site_id!r}", while_unwinding=False)
-        if self.saving:
+        if self.saving and storable:
             self._encode(value, f"interrupt {site_id!r}")
         self._pending[site_id] = (order, value, task)
 
@@ -571,8 +596,10 @@ class Run:
         *,
         create: bool = False,
         what: str = "a write",
+        taken: tuple[int, ...] = (),
     ) -> None:
-        """Save fields, state and new entries with compare-and-swap on the version.
+        """Save fields, state and new entries with compare-and-swap on the version;
+        `taken`: ids of the messages the entries received (marked taken in the write).
 
         A resume's deferred answers go with the first write; after a replay mismatch
         nothing is written but `put_back`; once the run has stopped (see `settle`),
@@ -584,7 +611,7 @@ class Run:
             raise self.mismatch
         if self.closed:
             raise RunClosedError(self.run_id, f"a write of the run as {status!r}")
-        started = self._start_write(status, entries, create)
+        started = self._start_write(status, entries, create, taken=taken)
         if started is not None:
             await started
         if self.cancel_requested:  # learnt from this write's conflict: stop at this effect
@@ -609,7 +636,12 @@ class Run:
             await started
 
     def _start_write(
-        self, status: RunStatus, entries: tuple[bytes, ...], create: bool, claim: bool = False
+        self,
+        status: RunStatus,
+        entries: tuple[bytes, ...],
+        create: bool,
+        claim: bool = False,
+        taken: tuple[int, ...] = (),
     ) -> asyncio.Future[None] | None:
         """Write now (a plain saver: returns `None`), or start a writer task and return a
         shield over it. `claim`: only if the resume's answers are still unwritten."""
@@ -618,14 +650,16 @@ class Run:
         if self.inline_writes:
             if claim and self.deferred is None:
                 return None
-            write, expected, decisions = self._prepare(status, entries, create)
+            write, expected, decisions = self._prepare(status, entries, create, taken)
             try:
                 result = saver.save(write, expected)
             except RunConflictError as error:
                 if self.lease is None:
                     raise
                 return self._track(
-                    asyncio.ensure_future(self._after_conflict(error, status, entries, create))
+                    asyncio.ensure_future(
+                        self._after_conflict(error, status, entries, create, taken)
+                    )
                 )
             except Exception as error:
                 self.fail_storage(error, "save")
@@ -635,7 +669,7 @@ class Run:
             # A plain method that returns an awaitable: treat the saver as async from now on.
             self.inline_writes = False
             return self._track(asyncio.ensure_future(self._finish(result, "save", decisions)))
-        return self._track(asyncio.ensure_future(self._save(status, entries, create, claim)))
+        return self._track(asyncio.ensure_future(self._save(status, entries, create, claim, taken)))
 
     def _track(self, writer: asyncio.Task[None]) -> asyncio.Future[None]:
         self._writers.add(writer)
@@ -648,34 +682,44 @@ class Run:
             writer.exception()  # its awaiter may be gone; `failure` keeps a storage error
 
     async def _save(
-        self, status: RunStatus, entries: tuple[bytes, ...], create: bool, claim: bool
+        self,
+        status: RunStatus,
+        entries: tuple[bytes, ...],
+        create: bool,
+        claim: bool,
+        taken: tuple[int, ...],
     ) -> None:
         async with self.lock:
             if claim and self.deferred is None:
                 return
             # Built under the lock: it carries the delivered count and the answers of
             # the writes before it.
-            write, expected, decisions = self._prepare(status, entries, create)
+            write, expected, decisions = self._prepare(status, entries, create, taken)
             try:
                 version = await resolve(self.saver.save(write, expected))  # type: ignore[union-attr]
             except RunConflictError:
                 if self.lease is None or not await adopt_cancel(self):
                     raise
-                write, expected, decisions = self._prepare(status, entries, create)
+                write, expected, decisions = self._prepare(status, entries, create, taken)
                 version = await self._save_again(write, expected)
             except Exception as error:
                 self.fail_storage(error, "save")
             self._saved(version, decisions)
 
     async def _after_conflict(
-        self, error: RunConflictError, status: RunStatus, entries: tuple[bytes, ...], create: bool
+        self,
+        error: RunConflictError,
+        status: RunStatus,
+        entries: tuple[bytes, ...],
+        create: bool,
+        taken: tuple[int, ...],
     ) -> None:
         """A plain saver's write failed its compare-and-swap: made again if a cancel
         request caused it (see `adopt_cancel`)."""
         async with self.lock:
             if not await adopt_cancel(self):
                 raise error
-            write, expected, decisions = self._prepare(status, entries, create)
+            write, expected, decisions = self._prepare(status, entries, create, taken)
             self._saved(await self._save_again(write, expected), decisions)
 
     async def _save_again(self, write: CheckpointWrite, expected: int | None) -> int:
@@ -698,7 +742,11 @@ class Run:
                 self.version = version
 
     def _prepare(
-        self, status: RunStatus, entries: tuple[bytes, ...], create: bool
+        self,
+        status: RunStatus,
+        entries: tuple[bytes, ...],
+        create: bool,
+        taken: tuple[int, ...] = (),
     ) -> tuple[CheckpointWrite, int | None, int]:
         """The write, the version it expects, and how many patch decisions it carries."""
         if self.failure is not None:
@@ -710,8 +758,11 @@ class Run:
         if deferred is not None:
             entries = deferred + entries
         pending = self.journal.pending
-        if status == "paused" or not self._state:
-            self._state = encode_state(self.serde, list(pending.items()))
+        parked = status in ("paused", "sleeping")
+        if parked or not self._state:
+            deadlines = unanswered_deadlines(self.journal)
+            self._state = encode_state(self.serde, list(pending.items()), deadlines)
+        wake_at, waits = self.waiting.row(status)
         # The lease rides on every write; the attempt's last one (once closed) clears it.
         lease = self.lease
         self._final = final = lease is None or self.closed
@@ -726,6 +777,9 @@ class Run:
             entries,
             owner,
             expires,
+            wake_at=wake_at,
+            waits=waits,
+            taken=taken,
         )
         return write, None if create else self.version, decisions
 
@@ -823,10 +877,13 @@ class Run:
             if started is not None:
                 await started
 
-    async def pause(self, interrupts: list[Interrupt]) -> None:
-        """Save the run as paused on `interrupts` (after `settle`)."""
+    async def pause(self, pending: list[Interrupt]) -> list[Interrupt]:
+        """Save the run as paused on the interrupts in `pending`, or as sleeping if it
+        holds only waits (after `settle`); return the interrupts."""
+        interrupts = self.waiting.park(self.run_id, self.journal, pending)
         self.journal.pending = {i.id: i.value for i in interrupts}
-        await self.final_write("paused")
+        await self.final_write(self.waiting.status or "paused")
+        return interrupts
 
     async def put_back(self) -> None:
         """After a replay that could not go on: store the run as paused as it was, if it was.
@@ -850,7 +907,7 @@ class Run:
             for site in (*self._answered, *self._children_written)
         )
         self.journal.pending = paused_on
-        await self.final_write("paused", voids)
+        await self.final_write(self.waiting.restore(), voids)
 
     async def forget(self, failure: Exception | None = None, result: Any = None) -> None:
         """Delete the run's checkpoint (it finished with `result`, or failed with
@@ -925,13 +982,16 @@ def _positions(journal: Journal) -> tuple[dict[str, tuple[str, str]], dict[str, 
     by_frame: dict[str, list[str]] = {}
     kinds = (
         (journal.answers, "interrupt"),
+        (journal.timeouts, "interrupt"),
         (journal.pending, "interrupt"),
         (journal.steps, "step"),
         (journal.children, "task"),
+        (journal.waits, ""),  # "sleep" or "recv": the site's label
+        (journal.received, "recv"),
     )
     for recorded, leaf_kind in kinds:
         for leaf_site in recorded:
-            site, kind = leaf_site, leaf_kind
+            site, kind = leaf_site, leaf_kind or leaf_site.rpartition("/")[2].rpartition("#")[0]
             while True:
                 parent, slash, leaf = site.rpartition("/")
                 if not slash:

@@ -28,7 +28,7 @@ from .errors import (
     SerializationError,
     SwallowedInterruptError,
 )
-from .savers.base import Checkpointer
+from .savers.base import Checkpointer, RunStatus
 
 Out = TypeVar("Out")
 P = TypeVar("P")
@@ -61,6 +61,12 @@ class TaskStream(Generic[Out, P]):
     those an earlier attempt delivered (see `Snapshot.rewind`). It is set by the first
     event that carries it, or, when a re-run streams fewer partials than were
     delivered and then ends, by the end of the stream.
+
+    `status` says how the run ended once the stream is exhausted: `"done"`, `"paused"`
+    (on `interrupts`), `"sleeping"` (on a timer or a message: no interrupt event; a
+    `Worker` continues it at `wake_at`, or when a message on one of `waits` arrives),
+    `"failed"`; `None` before. `wake_at` (seconds since the epoch) is also set for a
+    paused run whose interrupts have a deadline.
     """
 
     __slots__ = (
@@ -89,6 +95,9 @@ class TaskStream(Generic[Out, P]):
         "result",
         "rewind",
         "run_id",
+        "status",
+        "waits",
+        "wake_at",
     )
 
     def __init__(
@@ -122,6 +131,9 @@ class TaskStream(Generic[Out, P]):
         self.result: Out | None = None
         self.interrupts: list[Interrupt] = []
         self.rewind: int | None = None
+        self.status: RunStatus | None = None
+        self.wake_at: float | None = None
+        self.waits: tuple[str, ...] = ()
         parent = current_frame()
         self._parent = parent
         if parent is None:
@@ -234,7 +246,7 @@ class TaskStream(Generic[Out, P]):
         finally:
             _current.reset(token)
         if partial is _PAUSED:
-            return self._outbox.popleft()
+            return self._queued()
         self._produced += 1
         await self._deliver(partial)
         return _event(Event, (partial, self._snapshot, None))
@@ -301,7 +313,7 @@ class TaskStream(Generic[Out, P]):
                     except BaseException as error:
                         partial = await self._body_exit(error)
                 if partial is _PAUSED:
-                    return self._outbox.popleft()
+                    return self._queued()
                 if self._parent is not None:
                     if self._recorded is not None:
                         self._recorded.append(partial)
@@ -507,6 +519,7 @@ class TaskStream(Generic[Out, P]):
             raise
         self._rewind_if_short()
         await run.forget(None, result)
+        self.status = "done"
 
     async def _fail_or_pause(self, error: BaseException) -> Any:
         """Handle an exception out of the body: pause the run, or clean up and re-raise."""
@@ -539,8 +552,7 @@ class TaskStream(Generic[Out, P]):
                 await run.put_back()
                 raise
             self._rewind_if_short()
-            await run.pause(interrupts)
-            self._queue_interrupts(interrupts)
+            self._queue_interrupts(await run.pause(interrupts))
             return _PAUSED
         # Only the task's own failure ends the run. Cancellation, KeyboardInterrupt and
         # SystemExit stop this worker, as a crash would: the run stays continuable.
@@ -558,11 +570,20 @@ class TaskStream(Generic[Out, P]):
                     await run.put_back()
                     raise
                 await run.forget(error)
+                self.status = "failed"
             elif not _is_any(error, _LEAVE_AS_IS):
                 await run.put_back()
         raise error
 
+    def _queued(self) -> Event[P]:
+        """The first interrupt event queued by a pause; none when the run sleeps."""
+        if not self._outbox:
+            raise StopAsyncIteration
+        return self._outbox.popleft()
+
     def _queue_interrupts(self, interrupts: list[Interrupt]) -> None:
+        waiting = self._run.waiting
+        self.status, self.wake_at, self.waits = waiting.status, waiting.wake_at, waiting.waits
         self.interrupts = list(interrupts)
         snapshot = self._run.snapshot(tuple(interrupts))
         self._snapshot = snapshot

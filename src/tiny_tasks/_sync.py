@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 if TYPE_CHECKING:
     from ._stream import TaskStream
     from ._values import Event, Interrupt
+    from .savers.base import RunStatus
 
 T = TypeVar("T")
 Out = TypeVar("Out")
@@ -136,6 +137,16 @@ class SyncTaskStream(Generic[Out, P]):
     def interrupts(self) -> list[Interrupt]:
         """The interrupts the run paused on (empty unless it paused)."""
         return [] if self._stream is None else list(self._stream.interrupts)
+
+    @property
+    def status(self) -> RunStatus | None:
+        """How the run ended ("done", "paused", "sleeping", ...); `None` before the end."""
+        return None if self._stream is None else self._stream.status
+
+    @property
+    def wake_at(self) -> float | None:
+        """When a sleeping (or deadline-bound paused) run is due, in epoch seconds."""
+        return None if self._stream is None else self._stream.wake_at
 
     def close(self) -> None:
         """Stop the task early; its `finally` blocks run. Closing twice does nothing."""

@@ -12,7 +12,7 @@ from ._run import NO_INPUT, Delivery
 from ._stream import TaskStream, positional_capacity
 from ._sync import SyncTaskStream, run_sync
 from ._values import Command
-from .errors import InvalidRunIdError, TaskInterrupted
+from .errors import InvalidRunIdError, TaskInterrupted, TaskSleeping
 from .savers.base import Checkpointer, check_checkpointer, check_run_id
 from .serde import default_serializer
 
@@ -176,7 +176,8 @@ class Task(Generic[In, Out, P]):
         delivery: Delivery = "exactly_once",
         keep: bool | None = None,
     ) -> Coroutine[Any, Any, Out]:
-        """Run to the end and return the result; raises `TaskInterrupted` on a pause.
+        """Run to the end and return the result; raises `TaskInterrupted` on a pause,
+        `TaskSleeping` when the run went to sleep (`ctx.sleep`, `ctx.recv`).
 
         The call takes its place in the enclosing run when it is made (not when awaited),
         so concurrent `invoke`s keep their identity across replays.
@@ -254,6 +255,8 @@ async def _collect(stream: TaskStream[Out, P]) -> Out:
         pass
     if stream.interrupts:
         raise TaskInterrupted(stream.run_id, stream.interrupts)
+    if stream.status == "sleeping":
+        raise TaskSleeping(stream.run_id, stream.wake_at, stream.waits)
     return stream.result  # type: ignore[return-value]
 
 

@@ -121,3 +121,25 @@ def sync_streams() -> None:
     assert_type(stream.run_id, str)
     assert_type(numbers.stream_sync(1).result, None)
     assert_type(counted_sync.stream_sync(1).result, str | None)
+
+
+# Durable waits: what sleep, recv, send and a deadline-bound interrupt give back.
+from datetime import UTC, datetime, timedelta  # noqa: E402
+
+from tiny_tasks import MemorySaver, interrupt, send, sleep  # noqa: E402
+from tiny_tasks.savers.base import RunStatus  # noqa: E402
+
+
+@task("waits")
+async def waits(topic: str, ctx: TaskContext) -> Any:
+    assert_type(await ctx.sleep(timedelta(hours=1)), None)
+    assert_type(await ctx.sleep_until(datetime(2030, 1, 1, tzinfo=UTC)), None)
+    assert_type(await sleep(5), None)
+    answer = interrupt("ok?", timeout=timedelta(hours=4), default=False)
+    return [answer, await ctx.recv(topic, timeout=60.0)]
+
+
+async def sends() -> None:
+    assert_type(await send(MemorySaver(), "r1", "topic", {"a": 1}), int)
+    assert_type(waits("t").status, RunStatus | None)
+    assert_type(waits("t").wake_at, float | None)
