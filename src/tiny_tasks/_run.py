@@ -184,6 +184,8 @@ class Run:
         self.lease = RunLease(self, renew, driver) if renew is not None else None
         self._final = False
         self.kept_result: Any = None
+        # The status of a kept, finished run found by `open` (nothing runs then).
+        self.kept_status: RunStatus | None = None
         self.cancel_requested = False
         self.cancel_error: BaseException | None = None
         self.in_flight: set[str] = set()  # steps whose function runs now
@@ -216,6 +218,7 @@ class Run:
         if stored.task_name != self.task_name:
             raise TaskMismatchError(self.run_id, stored.task_name, self.task_name)
         if stored.status in FINISHED:  # a kept outcome: returned, nothing runs
+            self.kept_status = stored.status
             self.kept_result = reattach_finished(self, stored, given, NO_INPUT)
             return []
         if self.lease is not None:

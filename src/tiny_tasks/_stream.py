@@ -440,10 +440,13 @@ class TaskStream(Generic[Out, P]):
                 reported = await run.open(self._input)
             except BaseException:
                 self._state = "closed"
+                self.status = run.kept_status  # failed or cancelled, if it was kept so
                 raise
             if reported is not None:  # re-attached to a paused or kept finished run
                 self.result = run.kept_result
                 self._queue_interrupts(reported)
+                if run.kept_status is not None:
+                    self.status = run.kept_status
                 self._state = "closed"
                 return
             self._skip = run.delivered
@@ -509,6 +512,7 @@ class TaskStream(Generic[Out, P]):
             raise SwallowedInterruptError(run.run_id, swallowed)
         if run.cancel_error is not None:  # it caught RunCancelled and returned: cancelled
             await run.forget(run.cancel_error)  # type: ignore[arg-type]
+            self.status = "cancelled"
             raise run.cancel_error
         try:
             run.check_frame(self._site, f"task {self._site!r} returned without reaching it")
@@ -570,7 +574,7 @@ class TaskStream(Generic[Out, P]):
                     await run.put_back()
                     raise
                 await run.forget(error)
-                self.status = "failed"
+                self.status = "cancelled" if is_cancel(error) else "failed"
             elif not _is_any(error, _LEAVE_AS_IS):
                 await run.put_back()
         raise error

@@ -173,3 +173,33 @@ async def test_prune_counts_the_finished_runs_it_removes(saver: Any) -> None:
     assert [info.run_id for info in await list_runs(saver)] == ["queued"]
     with pytest.raises(ValueError, match="older_than"):
         await prune(saver, older_than=-1)
+
+
+async def test_a_stream_says_how_the_run_ended_also_when_it_was_kept(saver: Any) -> None:
+    opts: dict[str, Any] = {"run_id": "s1", "checkpointer": saver, "keep": True}
+    stream = greet("ada", **opts)
+    assert [event.partial async for event in stream] == ["hello ada"]
+    assert stream.status == "done"
+    again = greet("ada", **opts)
+    assert [event async for event in again] == []
+    assert (again.status, again.result) == ("done", "greeted ada")
+
+    failing = explode("bob", run_id="s2", checkpointer=saver, keep=True)
+    with pytest.raises(ValueError, match="no bob"):
+        async for _ in failing:
+            pass
+    assert failing.status == "failed"
+    failing_again = explode("bob", run_id="s2", checkpointer=saver, keep=True)
+    with pytest.raises(RunFailedError):
+        async for _ in failing_again:
+            pass
+    assert failing_again.status == "failed"
+
+    await greet.submit("cy", run_id="s3", checkpointer=saver)
+    await cancel_run(saver, "s3")
+    cancelled = greet("cy", run_id="s3", checkpointer=saver)
+    with pytest.raises(RunCancelled):
+        async for _ in cancelled:
+            pass
+    assert cancelled.status == "cancelled"
+    assert calls == ["ada", "bob"]
