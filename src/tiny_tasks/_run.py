@@ -247,6 +247,7 @@ class Run:
             now = current_clock().now()
             reported = self.waiting.reattach(self.journal, stored, now)
             if reported is not None:
+                await self._give_back_claim(stored)
                 return reported
             # Continued like a resume: its first write is deferred to its first new
             # effect, where of two drivers (an answer and a deadline) exactly one wins.
@@ -256,6 +257,15 @@ class Run:
             return None
         await self.write("running")
         return None
+
+    async def _give_back_claim(self, stored: Checkpoint) -> None:
+        """A run this driver claimed (a worker) turned out to have nothing to do yet:
+        nothing is written, so release the claim's lease, or the run would stay
+        unclaimable until the lease expired."""
+        lease = self.lease
+        if lease is not None and stored.lease_owner == lease.owner:
+            lease.held = True
+            await lease.release()
 
     async def _create(self, value: Any) -> None:
         self.journal.input = value

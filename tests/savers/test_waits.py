@@ -33,6 +33,7 @@ from tiny_tasks import (
     task,
     use_clock,
 )
+from tiny_tasks._driver import Driver, driving
 from tiny_tasks.savers.base import Checkpoint
 from tiny_tasks.testing import ManualClock
 
@@ -123,6 +124,25 @@ async def test_a_long_sleep_is_stored_sleeping_and_continues_once_due(saver: Any
         assert after.status == "done"
     assert calls == {"a:before": 1, "a:after": 1}
     assert await _load(saver, "s1") is None
+
+
+async def test_a_claimed_run_that_is_not_due_yet_gives_its_lease_back(saver: Any) -> None:
+    with use_clock(ManualClock(T0)) as clock:
+        await _drain(sleeper("a", run_id="s1", checkpointer=saver))
+        # A worker whose clock runs ahead claims the run before it is due by the engine's.
+        claimed = saver.claim_runs("w1", ["sleeper"], T0 + DAY, T0 + DAY + 30, 10)
+        claimed = await claimed if inspect.isawaitable(claimed) else claimed
+        assert [info.run_id for info in claimed] == ["s1"]
+        with driving(Driver(owner="w1")):
+            again = sleeper(run_id="s1", checkpointer=saver)
+            assert await _drain(again) == ([], [])
+        assert again.status == "sleeping"
+        stored = await _load(saver, "s1")
+        assert stored is not None
+        assert (stored.status, stored.lease_owner, stored.lease_expires) == ("sleeping", None, None)
+        await clock.advance(DAY)
+        assert await _drain(sleeper(run_id="s1", checkpointer=saver)) == (["a:after"], [])
+    assert calls == {"a:before": 1, "a:after": 1}
 
 
 @task("sleep_then_ask")
