@@ -15,7 +15,9 @@ from ._step import RetryPolicy, step
 from ._stream import TaskStream
 from ._sync import SyncTaskStream
 from ._task import Task, task
+from ._telemetry import tracing
 from ._values import Command, Event, Interrupt, Snapshot
+from ._worker import Worker
 from .errors import (
     AmbiguousResumeError,
     CheckpointerTypeError,
@@ -86,6 +88,7 @@ __all__ = [
     "TinyTasksError",
     "UnknownInterruptError",
     "UnknownTypeError",
+    "Worker",
     "cancel_run",
     "check_runs",
     "create_runtime",
@@ -99,5 +102,6 @@ __all__ = [
     "prune",
     "step",
     "task",
+    "tracing",
     "use_clock",
 ]

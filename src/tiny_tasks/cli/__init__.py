@@ -5,13 +5,17 @@
     tiny-tasks delete STORE RUN_ID
     tiny-tasks vacuum STORE [--full]
     tiny-tasks check  STORE --app pkg.module [--running] [--jobs 8] [--key-env NAME]
+    tiny-tasks worker STORE --app pkg.module [--concurrency 50] [--once] [--key-env NAME]
+    tiny-tasks cancel STORE RUN_ID
+    tiny-tasks prune  STORE --older-than 7d
 
 STORE is the path of an existing SQLite store, or a `postgresql://` URL (needs
 `tiny-tasks[postgres]`). Every failure is one line on stderr: exit status 2 for a usage
 error (bad arguments, a store that does not exist or is not a tiny-tasks store), 1 for
 anything else. See docs/storage.md. `check` (docs/migrations.md) exits 0 when every
 waiting run is compatible with the code of `--app`, 1 when some are not, and 2 on a usage
-or store error, so a deploy pipeline can gate on it.
+or store error, so a deploy pipeline can gate on it. `worker` runs until SIGTERM or
+Ctrl-C and then stops cleanly (see docs/architecture.md, "The worker").
 """
 
 from __future__ import annotations
@@ -22,14 +26,16 @@ import sqlite3
 import sys
 import types
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from .._inspect import delete_run
 from ..errors import TinyTasksError
+from ..savers.base import RunStatus
 from ._app import _serializer, _tasks_of, _user_code_scope
 from ._common import _cell, _Failure, _open, _Usage
 from ._inspect import _runs, _show
 from ._maintain import _check, _vacuum
+from ._runtime import add_parsers, cancel, prune, run_worker
 
 __all__ = ["main"]
 
@@ -76,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 
     runs = commands.add_parser("runs", help="list runs, newest first")
     runs.add_argument("store", help=store_help)
-    runs.add_argument("--status", choices=["running", "paused", "done", "failed"])
+    runs.add_argument("--status", choices=list(get_args(RunStatus)))
     runs.add_argument("--task", help="only runs of this task")
     runs.add_argument("--limit", type=_count(1), default=20, help="at most this many (20)")
     runs.add_argument("--offset", type=_count(0), default=0, help="skip this many first")
@@ -134,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--running", action="store_true", help="check running runs too")
     check.add_argument("--jobs", type=_count(1), default=8, help="runs checked at a time (8)")
+    add_parsers(commands, store_help)
     return parser
 
 
@@ -165,14 +172,15 @@ def _count(least: int) -> Any:
 
 async def _dispatch(args: argparse.Namespace) -> int:
     modules: list[types.ModuleType] = []
-    serde = _serializer(args, modules) if args.command in ("show", "check") else None
+    serde = _serializer(args, modules) if args.command in ("show", "check", "worker") else None
     if args.command == "check":
         try:
             saver = await _open(args.store)
         except _Failure as error:  # exit status 1 means "incompatible runs" for check
             raise _Usage(str(error)) from None
     else:
-        saver = await _open(args.store, vacuum=args.command == "vacuum")
+        pool = args.concurrency + 2 if args.command == "worker" else 1
+        saver = await _open(args.store, vacuum=args.command == "vacuum", pool=pool)
     try:
         if serde is not None:
             saver.serde = serde
@@ -184,6 +192,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await _vacuum(saver, args)
         if args.command == "check":
             return await _check(saver, _tasks_of(args.app, modules), args)
+        if args.command == "worker":
+            return await run_worker(saver, _tasks_of(args.app, modules), args)
+        if args.command == "cancel":
+            return await cancel(saver, args)
+        if args.command == "prune":
+            return await prune(saver, args)
         existed = await delete_run(saver, args.run_id)
         if not existed:
             raise _Failure(f"no run {args.run_id!r} is stored")

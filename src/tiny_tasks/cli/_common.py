@@ -28,14 +28,14 @@ class _Failure(Exception):
 # --- opening a store -----------------------------------------------------------------
 
 
-async def _open(store: str, *, vacuum: bool = False) -> Any:
+async def _open(store: str, *, vacuum: bool = False, pool: int = 1) -> Any:
     if store.startswith(("postgres://", "postgresql://")):
         if vacuum:
             raise _Usage(
                 "vacuum is for SQLite stores; PostgreSQL gives space back with its own "
                 "VACUUM (autovacuum does it by default)"
             )
-        return await _open_postgres(store)
+        return await _open_postgres(store, pool)
     _check_sqlite_store(store)
     from ..savers.sqlite import SqliteSaver
 
@@ -70,7 +70,7 @@ def _check_sqlite_store(store: str) -> None:
         raise _Usage(f"{store!r} is a SQLite database but not a tiny-tasks store")
 
 
-async def _open_postgres(url: str) -> Any:
+async def _open_postgres(url: str, pool: int = 1) -> Any:
     try:
         import psycopg
     except ImportError:
@@ -85,7 +85,7 @@ async def _open_postgres(url: str) -> Any:
         # The URL is not repeated: it may hold a password.
         raise _Failure(f"cannot connect to the PostgreSQL store: {error}") from None
     await connection.close()
-    return PostgresSaver(url, max_size=1)
+    return PostgresSaver(url, max_size=pool)
 
 
 def _store_error(error: TinyTasksError) -> str:

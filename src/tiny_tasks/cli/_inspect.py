@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 from .._inspect import get_run, list_runs
@@ -27,16 +28,20 @@ async def _runs(saver: Any, args: argparse.Namespace) -> int:
                     break
     else:
         runs = await _list(saver, **filters, limit=args.limit, offset=args.offset)
-    rows = [("RUN ID", "TASK", "STATUS", "PENDING", "DELIVERED", "UPDATED")]
+    now = time.time()
+    rows = [("RUN ID", "TASK", "STATUS", "PENDING", "DELIVERED", "UPDATED", "LEASE", "WAKES")]
     for run in runs:
+        status = run.status + ("*" if run.cancel_requested else "")
         rows.append(
             (
                 _cell(run.run_id),
                 _cell(run.task_name),
-                run.status,
+                status,
                 str(len(run.pending)),
                 str(run.delivered),
                 _time(run.updated_at),
+                _lease(run.lease_owner, run.lease_expires, now, short=True),
+                "-" if run.wake_at is None else _time(run.wake_at),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -44,7 +49,21 @@ async def _runs(saver: Any, args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     if not runs:
         print("(no runs)")
+    elif any(run.cancel_requested for run in runs):
+        print("* cancel requested")
     return 0
+
+
+def _lease(owner: str | None, expires: float | None, now: float, *, short: bool = False) -> str:
+    """Who holds a run's lease and for how long (`-` for nobody)."""
+    if owner is None:
+        return "-"
+    if expires is None or expires <= now:
+        return f"{_cell(owner)} (expired)"
+    left = f"{expires - now:.0f} s left"
+    return (
+        f"{_cell(owner)} ({left})" if short else f"{_cell(owner)} until {_time(expires)} ({left})"
+    )
 
 
 async def _list(saver: Any, **filters: Any) -> list[RunInfo]:
@@ -79,6 +98,21 @@ async def _show(saver: Any, args: argparse.Namespace) -> int:
     print(f"updated    {_time(state.updated_at)}")
     for interrupt in state.pending:
         print(f"pending    {_cell(interrupt.id)}: {_short(interrupt.value)}")
+    owner = getattr(state, "lease_owner", None)
+    if owner is not None:
+        print(f"lease      {_lease(owner, getattr(state, 'lease_expires', None), time.time())}")
+    wake_at = getattr(state, "wake_at", None)
+    if wake_at is not None:
+        print(f"wakes      {_time(wake_at)}")
+    if getattr(state, "cancel_requested", False):
+        print("cancel     requested (the run stops at its next effect)")
+    outcome = getattr(state, "outcome", None)
+    if outcome == "done":
+        print(f"result     {_short(getattr(state, 'result', None))}")
+    elif outcome is not None:
+        failure = getattr(state, "error", None)
+        shown = ": ".join(map(str, failure)) if isinstance(failure, list | tuple) else str(failure)
+        print(f"{outcome:<10} {_cell(shown)}")
     return 0
 
 
