@@ -192,7 +192,7 @@ async def test_stop_gives_a_grace_period_then_stops_the_run_and_releases_its_lea
     clock = ManualClock()
     worker = Worker(saver, [two_steps], owner="w1", poll_interval=5, shutdown_grace=10, clock=clock)
     job = asyncio.create_task(worker.run())
-    await until(lambda: "slow.b" not in executed)
+    await until(lambda: "slow.b" in executed)
     await clock.wait_for_sleepers(1)  # the loop idles for its poll interval
     worker.stop()
     await settle()  # the loop stops idling and starts its grace period
@@ -215,7 +215,7 @@ async def test_a_run_that_finishes_within_the_grace_period_is_not_released() -> 
     clock = ManualClock()
     worker = Worker(saver, [two_steps], shutdown_grace=10, clock=clock)
     job = asyncio.create_task(worker.run())
-    await until(lambda: "quick.b" not in executed)
+    await until(lambda: "quick.b" in executed)
     worker.stop()
     await settle()
     gates["quick.b"].set()
@@ -244,7 +244,7 @@ async def test_cancelling_run_stops_it_the_same_way() -> None:
     gates["slow.b"] = asyncio.Event()
     worker = Worker(saver, [two_steps], owner="w1", shutdown_grace=0)
     job = asyncio.create_task(worker.run())
-    await until(lambda: "slow.b" not in executed)
+    await until(lambda: "slow.b" in executed)
     job.cancel()
     with pytest.raises(asyncio.CancelledError):
         await job
@@ -261,7 +261,7 @@ async def test_a_due_run_is_claimed_at_the_next_poll() -> None:
     held = await abandon(saver, two_steps, "late", "late-1")
     assert len(saver.claims) == 1
     await clock.advance(2)
-    await until(lambda: "late-1" in saver.runs)
+    await until(lambda: "late-1" not in saver.runs)
     assert executed == ["late.a", "late.b"]
     assert len(saver.claims) == 2
     worker.stop()
