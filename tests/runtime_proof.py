@@ -124,7 +124,8 @@ async def answerer(store: str, runs: int) -> None:
                         sent.add(run_id)
                         _log("sent", run_id)
                     try:
-                        async for _ in proof.resume("yes", run_id=run_id, checkpointer=saver):
+                        stream = proof.resume("yes", run_id=run_id, checkpointer=saver, keep=True)
+                        async for _ in stream:
                             pass
                     except RunBusyError:
                         continue  # a worker holds it right now: try again

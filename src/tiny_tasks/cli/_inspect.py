@@ -9,7 +9,7 @@ from typing import Any
 
 from .._inspect import get_run, list_runs
 from ..errors import SerializationError, TinyTasksError, UnknownTypeError
-from ..savers.base import RunInfo
+from ..savers.base import FINISHED, RunInfo
 from ._common import PAGE, _cell, _Failure, _progress, _short, _store_error, _time
 
 # --- runs ----------------------------------------------------------------------------
@@ -31,7 +31,7 @@ async def _runs(saver: Any, args: argparse.Namespace) -> int:
     now = time.time()
     rows = [("RUN ID", "TASK", "STATUS", "PENDING", "DELIVERED", "UPDATED", "LEASE", "WAKES")]
     for run in runs:
-        status = run.status + ("*" if run.cancel_requested else "")
+        status = run.status + ("*" if _cancelling(run) else "")
         rows.append(
             (
                 _cell(run.run_id),
@@ -49,9 +49,14 @@ async def _runs(saver: Any, args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     if not runs:
         print("(no runs)")
-    elif any(run.cancel_requested for run in runs):
+    elif any(_cancelling(run) for run in runs):
         print("* cancel requested")
     return 0
+
+
+def _cancelling(run: RunInfo) -> bool:
+    """A cancel was asked and the run has not finished yet (it unwinds when next driven)."""
+    return run.cancel_requested and run.status not in FINISHED
 
 
 def _lease(owner: str | None, expires: float | None, now: float, *, short: bool = False) -> str:
