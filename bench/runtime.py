@@ -200,8 +200,7 @@ async def worker_role(store: str, concurrency: int, poll: float, lease: float) -
 async def throughput(store: str, workers: int, runs: int, concurrency: int) -> dict[str, Any]:
     saver = await open_store(store)
     procs = [
-        spawn("worker", store, str(concurrency), str(POLL / 5), str(LEASE))
-        for _ in range(workers)
+        spawn("worker", store, str(concurrency), str(POLL / 5), str(LEASE)) for _ in range(workers)
     ]
     try:
         wait_ready(procs)
@@ -225,6 +224,20 @@ async def throughput(store: str, workers: int, runs: int, concurrency: int) -> d
     return {"runs": runs, "workers": workers, "seconds": elapsed, "per_second": runs / elapsed}
 
 
+def dbos_throughput(python: str, store: str, workers: int, runs: int, concurrency: int) -> Any:
+    """DBOS queues on the same database (bench/systems/dbos_queue.py, in `python`)."""
+    if store.startswith("postgres"):
+        url = store.replace("postgresql://", "postgresql+psycopg://", 1)
+    else:
+        url = f"sqlite:///{store}"
+    script = HERE.parent / "systems" / "dbos_queue.py"
+    command = [python, str(script), "measure", url, str(workers), str(runs), str(concurrency)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"DBOS queue bench failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 # --- 2. recovery -----------------------------------------------------------------------
 
 
@@ -238,8 +251,7 @@ async def recovery(store: str, runs: int, lease: float, poll: float) -> dict[str
         wait_ready([first])
         for number in range(runs):
             await long_run.submit(10_000, run_id=f"long-{number}", checkpointer=saver)
-        while not log.exists() or len(log.read_text().splitlines()) < runs * 3:
-            await asyncio.sleep(0.05)
+        await _until(lambda: log.exists() and len(log.read_text().splitlines()) >= runs * 3)
         second = spawn("worker", store, "50", str(poll), str(lease), env=env)
         wait_ready([second])
         first.send_signal(signal.SIGKILL)
@@ -259,6 +271,12 @@ async def recovery(store: str, runs: int, lease: float, poll: float) -> dict[str
     finally:
         stop([first] + ([second] if second else []))
         await saver.close()
+
+
+async def _until(condition: Any) -> None:
+    """Poll `condition()` every 10 ms (another process makes it true)."""
+    while not condition():  # noqa: ASYNC110 - the change happens in another process
+        await asyncio.sleep(0.01)
 
 
 # --- 3. the claim query at scale -------------------------------------------------------
@@ -362,9 +380,13 @@ async def _plan(store: str) -> str:
 def _claim_query(module: Any) -> str:
     for name in dir(module):
         value = getattr(module, name)
-        if isinstance(value, str) and "claim" in name.lower() and "SELECT" in value:
-            if "due_at" in value and value.lstrip().upper().startswith(("SELECT", "WITH")):
-                return value
+        if (
+            isinstance(value, str)
+            and "claim" in name.lower()
+            and "due_at" in value
+            and value.lstrip().upper().startswith(("SELECT", "WITH"))
+        ):
+            return value
     raise RuntimeError(f"no claim query found in {module.__name__}")
 
 
@@ -435,8 +457,14 @@ async def throughput_load(saver: Any, seconds: float) -> None:
 
 
 SIZES = {
-    "full": {"runs": 2000, "recovery_runs": 20, "paused": 1_000_000, "timers": 500},
-    "quick": {"runs": 40, "recovery_runs": 2, "paused": 2_000, "timers": 20},
+    "full": {
+        "runs": 2000,
+        "dbos_runs": 200,
+        "recovery_runs": 20,
+        "paused": 1_000_000,
+        "timers": 500,
+    },
+    "quick": {"runs": 40, "dbos_runs": 10, "recovery_runs": 2, "paused": 2_000, "timers": 20},
 }
 
 
@@ -449,7 +477,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="tt-runtime-bench-"))
     with stores(backends, workdir) as made:
         for backend in backends:
-            def cell(kind: str, **figures: Any) -> None:
+
+            def cell(kind: str, backend: str = backend, **figures: Any) -> None:
                 row = {"scenario": kind, "backend": backend, **figures}
                 print(json.dumps(row), file=sys.stderr, flush=True)
                 results["cells"].append(row)
@@ -462,23 +491,27 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                         **await throughput(made["make"](backend), count, size["runs"], 50),
                     )
                     if args.dbos:
-                        from dbos_queue import dbos_throughput
-
                         cell(
                             "throughput",
                             system="DBOS queue",
-                            **await dbos_throughput(
-                                made["make"](backend), backend, count, size["runs"], 50
+                            **dbos_throughput(
+                                args.dbos, made["make"](backend), count, args.dbos_runs, 50
                             ),
                         )
             if only is None or "recovery" in only:
-                cell("recovery", **await recovery(made["make"](backend), size["recovery_runs"],
-                                                  2.0 if args.quick else LEASE, POLL))
+                cell(
+                    "recovery",
+                    **await recovery(
+                        made["make"](backend),
+                        size["recovery_runs"],
+                        2.0 if args.quick else LEASE,
+                        POLL,
+                    ),
+                )
             if only is None or "claim" in only:
                 cell("claim", **await claim_at_scale(made["make"](backend), size["paused"]))
             if only is None or "lateness" in only:
-                cell("lateness", **await lateness(made["make"](backend), size["timers"],
-                                                  5.0, POLL))
+                cell("lateness", **await lateness(made["make"](backend), size["timers"], 5.0, POLL))
     return results
 
 
@@ -492,16 +525,19 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--only", default=None, help="throughput,recovery,claim,lateness")
-    parser.add_argument("--dbos", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument(
+        "--dbos",
+        default=os.environ.get("BENCH_DBOS_PYTHON", str(HERE.parent / ".env" / "bin" / "python")),
+        help="a python with dbos installed (bench/.env's); '' to leave DBOS out",
+    )
+    parser.add_argument("--dbos-runs", type=int, default=None, help="runs per DBOS cell")
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args()
-    if args.dbos is None:
-        try:
-            import dbos  # noqa: F401
-        except ImportError:
-            args.dbos = False
-        else:
-            args.dbos = True
+    if args.dbos and not Path(args.dbos).exists():
+        print(f"no DBOS environment at {args.dbos}: DBOS left out", file=sys.stderr)
+        args.dbos = ""
+    if args.dbos_runs is None:
+        args.dbos_runs = SIZES["quick" if args.quick else "full"]["dbos_runs"]
     results = asyncio.run(measure(args))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
