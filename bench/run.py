@@ -207,6 +207,34 @@ def measure_journal_size(quick: bool) -> str:
     return finished.stdout.strip()
 
 
+RUNTIME_SECTION = """
+## The runtime (tiny-tasks workers)
+
+Worker throughput (runs of 5 steps and one message wait answered by another process,
+completed per second by N worker processes; beside DBOS queues on the same database),
+recovery after a worker's SIGKILL, the claim query among 1,000,000 paused runs with its
+plan, and timer lateness under load (`bench/runtime.py`, see bench/README.md).
+
+"""
+
+
+def measure_runtime(quick: bool) -> str:
+    """The Markdown tables `runtime.py` prints (it runs after the timed systems)."""
+    command = [
+        str(ENV_PYTHON),
+        str(BENCH / "runtime.py"),
+        "--markdown",
+        "--dbos",
+        str(ENV_PYTHON),
+        *(["--quick"] if quick else []),
+    ]
+    print("== runtime", file=sys.stderr, flush=True)
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    if finished.returncode != 0:
+        return f"failed: {finished.stderr.strip()[-500:]}"
+    return finished.stdout.strip()
+
+
 def main() -> int:
     args = parse_args()
     if not running_in_environment():
@@ -278,6 +306,10 @@ def report(
     print(journal_sizes)
     if journal_sizes.startswith("failed"):
         failures.append(f"journal size: {journal_sizes}")
+    runtime = measure_runtime(meta["quick"])
+    print(runtime)
+    if runtime.startswith("failed"):
+        failures.append(f"runtime: {runtime}")
     plot = out_dir / "pause_resume.png"
     plotted = _report.plot_pause_resume(documents, str(plot))
     results = out_dir / "RESULTS.md"
@@ -291,6 +323,9 @@ def report(
         )
         + JOURNAL_SECTION
         + journal_sizes
+        + "\n"
+        + RUNTIME_SECTION
+        + runtime
         + "\n",
         encoding="utf-8",
     )
