@@ -39,6 +39,7 @@ from typing import Any
 
 from tiny_tasks import (
     InterruptTimeoutError,
+    NoCheckpointError,
     RunBusyError,
     RunConflictError,
     TaskContext,
@@ -129,7 +130,9 @@ async def answerer(store: str, runs: int) -> None:
                             pass
                     except RunBusyError:
                         continue  # a worker holds it right now: try again
-                    except InterruptTimeoutError:
+                    except (InterruptTimeoutError, NoCheckpointError):
+                        # The deadline won: a worker answered with the default first
+                        # (NoCheckpointError: the run is no longer paused at all).
                         _log("late", run_id)
                     except RunConflictError:
                         continue
@@ -239,9 +242,9 @@ async def prove(
                     kills += 1
                     procs[index] = _spawn(command, env)
                     next_kill = time.monotonic() + rng.uniform(*kill_every)
-                for proc in procs:  # a worker that exited by itself is a failure
-                    if proc.poll() is not None:
-                        raise RuntimeError(f"worker {proc.pid} exited with {proc.returncode}")
+                for proc in [*procs, helper]:  # one that exited by itself is a failure
+                    if proc.poll() is not None and (proc is not helper or proc.returncode):
+                        raise RuntimeError(f"process {proc.pid} exited with {proc.returncode}")
                 await asyncio.sleep(0.1)
         finally:
             for proc in [*procs, helper]:
