@@ -80,8 +80,11 @@ def _reset() -> None:
     gates.clear()
 
 
-def statuses(saver: LeasingSaver) -> dict[str, str]:
-    return {run_id: run.status for run_id, run in saver.runs.items()}
+def statuses(saver: LeasingSaver, *finished: str) -> dict[str, str]:
+    """The stored runs' statuses; `finished` runs that are not stored count as "done"
+    (an engine that does not keep outcomes deletes a run when it finishes)."""
+    found = {run_id: run.status for run_id, run in saver.runs.items()}
+    return {**{run_id: "done" for run_id in finished}, **found}
 
 
 async def settle() -> None:
@@ -124,7 +127,7 @@ async def test_run_once_drives_abandoned_runs_of_its_tasks_only() -> None:
 
     # Each run continued from its recorded step: the first steps ran once, the second once.
     assert sorted(executed) == ["r0.a", "r0.b", "r1.a", "r1.b", "r2.a", "r2.b"]
-    assert statuses(saver) == {  # a worker keeps outcomes
+    assert statuses(saver, "run-0", "run-1", "run-2") == {
         "run-0": "done",
         "run-1": "done",
         "run-2": "done",
@@ -212,7 +215,7 @@ async def test_a_run_that_finishes_within_the_grace_period_is_not_released() -> 
     gates["quick.b"].set()
     await job
     assert saver.released == []
-    assert statuses(saver)["quick-1"] == "done"
+    assert statuses(saver, "quick-1")["quick-1"] == "done"
     del held
 
 
@@ -252,9 +255,41 @@ async def test_a_due_run_is_claimed_at_the_next_poll() -> None:
     held = await abandon(saver, two_steps, "late", "late-1")
     assert len(saver.claims) == 1
     await clock.advance(2)
-    await until(lambda: statuses(saver)["late-1"] == "done")
+    await until(lambda: statuses(saver, "late-1")["late-1"] == "done")
     assert executed == ["late.a", "late.b"]
     assert len(saver.claims) == 2
+    worker.stop()
+    await job
+    del held
+
+
+class HintingSaver(LeasingSaver):
+    """A saver with the wake-up hint (as PostgreSQL's NOTIFY): the test sends it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hint = asyncio.Event()
+
+    async def wait_for_due(self, timeout: float) -> bool:
+        await self.hint.wait()
+        self.hint.clear()
+        return True
+
+
+async def test_a_wake_up_hint_claims_before_the_poll_interval() -> None:
+    saver = HintingSaver()
+    clock = ManualClock()
+    started = clock.now()
+    worker = Worker(saver, [two_steps], poll_interval=3600, clock=clock)
+    job = asyncio.create_task(worker.run())
+    await clock.wait_for_sleepers(1)
+    with use_clock(clock):  # stored at the clock's time: due at once
+        held = await abandon(saver, two_steps, "hinted", "hinted-1")
+    assert len(saver.claims) == 1
+    saver.hint.set()
+    await until(lambda: statuses(saver, "hinted-1")["hinted-1"] == "done")
+    assert len(saver.claims) == 2
+    assert clock.now() == started  # the clock never moved: no poll interval passed
     worker.stop()
     await job
     del held

@@ -35,12 +35,9 @@ from .errors import (
 )
 from .savers.base import RunInfo, check_checkpointer
 
-__all__ = ["NOTIFY_CHANNEL", "Worker"]
+__all__ = ["Worker"]
 
 log = logging.getLogger("tiny_tasks.runtime")
-
-NOTIFY_CHANNEL = "tiny_tasks_due"
-"""The PostgreSQL channel a worker listens on for a wake-up hint (submit, send, cancel)."""
 
 RUNTIME_METHODS = ("claim_runs", "renew_lease", "release_lease")
 """What a saver must have to back a worker (the rest of the runtime protocol is used by
@@ -72,8 +69,8 @@ class Worker:
     jobs and serverless functions).
 
     Only runs of the given tasks are claimed (by task name). `poll_interval`: how often
-    an idle worker asks the store for due runs (on PostgreSQL, a NOTIFY on
-    `tiny_tasks_due` wakes it earlier when `listen` is true; polling stays the
+    an idle worker asks the store for due runs (with `listen`, a saver's
+    `wait_for_due` hint, PostgreSQL's NOTIFY, wakes it earlier; polling stays the
     correctness path). `lease` / `renew_every`: the lease's length and how often the
     runs' drivers renew it; a run whose worker died is taken over once its lease
     expired. `clock`: the clock the runs read (tests pass a `ManualClock`). `owner`:
@@ -336,7 +333,6 @@ class Worker:
         or a stop."""
         assert self._stopping is not None
         assert self._wake is not None
-        self._wake.clear()
         waits = [
             asyncio.ensure_future(self._sleep(self.poll_interval)),
             asyncio.ensure_future(self._wake.wait()),
@@ -348,6 +344,9 @@ class Worker:
             for waiter in waits:
                 waiter.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
+        # Cleared after the wait, not before: a hint that came during the claim wakes
+        # the next wait at once.
+        self._wake.clear()
 
     async def _shutdown(self) -> None:
         if not self._active:
@@ -413,29 +412,30 @@ class Worker:
         self.stop()
 
     async def _listen(self) -> None:
-        """PostgreSQL only: wake the loop on a NOTIFY on `tiny_tasks_due`. A hint: any
-        failure (no LISTEN behind PgBouncer's transaction pooling, a lost connection)
-        just leaves the worker polling."""
-        pool = getattr(self.checkpointer, "pool", None)
-        if pool is None or not hasattr(pool, "connection"):
+        """Wake the loop when the saver hears that a run may have become due (PostgreSQL's
+        `wait_for_due`: a NOTIFY on `tiny_tasks_due`). A hint only: a saver without it,
+        or one that cannot LISTEN (PgBouncer in transaction mode), leaves the worker
+        polling, which stays the correctness path."""
+        wait_for_due = getattr(self.checkpointer, "wait_for_due", None)
+        if wait_for_due is None:
             return
-        try:
-            async with pool.connection() as conn:
-                await conn.set_autocommit(True)
-                await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                async for _ in conn.notifies():
-                    if self._wake is not None:
-                        self._wake.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            log.info(
-                "worker %s: no LISTEN wake-up hint (%s); polling every %.1f s",
-                self.owner,
-                error,
-                self.poll_interval,
-                extra={"owner": self.owner},
-            )
+        with use_clock(self.clock or current_clock()):
+            while True:
+                try:
+                    heard = await wait_for_due(max(self.poll_interval, 60.0))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    log.info(
+                        "worker %s: no wake-up hint (%s); polling every %.1f s",
+                        self.owner,
+                        error,
+                        self.poll_interval,
+                        extra={"owner": self.owner},
+                    )
+                    return
+                if heard and self._wake is not None:
+                    self._wake.set()
 
 
 def _why(info: RunInfo, now: float) -> str:
