@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from tiny_tasks import (
+    InputMismatchError,
     InterruptTimeoutError,
     NoCheckpointError,
     RunBusyError,
@@ -130,9 +131,11 @@ async def answerer(store: str, runs: int) -> None:
                             pass
                     except RunBusyError:
                         continue  # a worker holds it right now: try again
-                    except (InterruptTimeoutError, NoCheckpointError):
-                        # The deadline won: a worker answered with the default first
-                        # (NoCheckpointError: the run is no longer paused at all).
+                    except (InterruptTimeoutError, NoCheckpointError, InputMismatchError):
+                        # The deadline won: a worker answered with the default first.
+                        # How far the run got since decides the loser's error: it is
+                        # still paused (InterruptTimeoutError), waits for its message
+                        # (NoCheckpointError) or finished (InputMismatchError).
                         _log("late", run_id)
                     except RunConflictError:
                         continue
