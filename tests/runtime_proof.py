@@ -105,21 +105,18 @@ async def open_store(store: str, pool: int = 4) -> Any:
 
 
 async def answerer(store: str, runs: int) -> None:
-    """Another process: answers the interrupts of even runs as soon as they pause, and
-    sends each run its message (even runs: before they wait for it, so it is buffered;
-    odd runs: once they wait for it)."""
+    """Another process: answers the interrupts of even runs as soon as it sees them
+    paused, and sends each run its message: an even run's with the answer, before the
+    run waits for it (so it is buffered); any other once the run waits for it."""
     saver = await open_store(store)
     answered: set[str] = set()
     sent: set[str] = set()
-    seen_paused: set[str] = set()
     try:
-        while len(sent) < runs or len(answered) < (runs + 1) // 2:
+        while len(sent) < runs:
             listed = await list_runs(saver, limit=runs + 10)
             for info in listed:
                 run_id = info.run_id
                 number = int(run_id.rpartition("-")[2])
-                if info.status == "paused":
-                    seen_paused.add(run_id)
                 if number % 2 == 0 and info.status == "paused" and run_id not in answered:
                     if run_id not in sent:
                         await send(saver, run_id, TOPIC, f"note-{number}")
@@ -142,15 +139,12 @@ async def answerer(store: str, runs: int) -> None:
                     else:
                         _log("answered", run_id)
                     answered.add(run_id)
-                elif (
-                    number % 2 == 1
-                    and run_id in seen_paused
-                    and info.status == "sleeping"
-                    and run_id not in sent
-                ):
-                    await send(saver, run_id, TOPIC, f"note-{number}")
-                    sent.add(run_id)
-                    _log("sent", run_id)
+                elif info.status == "sleeping" and run_id not in sent:
+                    stored = await saver.load(run_id)
+                    if stored is not None and TOPIC in stored.waits:  # it waits for it now
+                        await send(saver, run_id, TOPIC, f"note-{number}")
+                        sent.add(run_id)
+                        _log("sent", run_id)
             await asyncio.sleep(0.05)
     finally:
         await saver.close()
