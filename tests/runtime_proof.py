@@ -53,7 +53,8 @@ from tiny_tasks import (
 
 LOG_ENV = "TINY_TASKS_PROOF_LOG"
 SLEEP = timedelta(seconds=1.5)  # longer than the engine's in-process sleep: stored, woken
-DEADLINE = timedelta(seconds=4)
+DEADLINE_ENV = "TINY_TASKS_PROOF_DEADLINE"
+DEADLINE = timedelta(seconds=float(os.environ.get(DEADLINE_ENV, "4")))
 TOPIC = "note"
 
 
@@ -207,11 +208,17 @@ async def prove(
     kill_every: tuple[float, float] = (0.5, 2.0),
     timeout: float = 600.0,
     seed: int = 0,
+    deadline: float = 4.0,
 ) -> Report:
     """Submit `runs` runs, drive them with `workers` worker processes SIGKILLed at
     random, and verify the outcome; returns the report (its `problems` empty if sound)."""
     rng = random.Random(seed)
-    env = {**os.environ, LOG_ENV: str(log), "PYTHONPATH": _pythonpath()}
+    env = {
+        **os.environ,
+        LOG_ENV: str(log),
+        DEADLINE_ENV: str(deadline),
+        "PYTHONPATH": _pythonpath(),
+    }
     os.environ[LOG_ENV] = str(log)
     saver = await open_store(store)
     started = time.monotonic()
@@ -349,6 +356,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--dir", default=None, help="where the SQLite file and log go")
+    parser.add_argument(
+        "--deadline", type=float, default=15.0, help="the interrupts' timeout, seconds"
+    )
     args = parser.parse_args()
     if args.command == "answer":
         asyncio.run(answerer(args.store, args.runs))
@@ -365,6 +375,7 @@ def main() -> None:
             workers=args.workers,
             concurrency=args.concurrency,
             timeout=3600,
+            deadline=args.deadline,
         )
     )
     print("\n".join(report.lines()))
