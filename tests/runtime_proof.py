@@ -92,6 +92,19 @@ async def proof(number: int, ctx: TaskContext) -> dict[str, Any]:
 # --- the harness ---------------------------------------------------------------------
 
 
+def as_url(store: str) -> str:
+    """A libpq `key=value` connection string as a `postgresql://` URL (what the CLI
+    takes); a path or a URL as it is."""
+    if "=" not in store or store.startswith("postgres"):
+        return store
+    from urllib.parse import quote, urlencode
+
+    params = dict(part.split("=", 1) for part in store.split())
+    user = params.pop("user", "")
+    dbname = params.pop("dbname", "")
+    return f"postgresql://{quote(user)}@/{quote(dbname)}?{urlencode(params)}"
+
+
 async def open_store(store: str, pool: int = 4) -> Any:
     if store.startswith("postgres"):
         from tiny_tasks.savers import PostgresSaver
@@ -213,6 +226,7 @@ async def prove(
     """Submit `runs` runs, drive them with `workers` worker processes SIGKILLed at
     random, and verify the outcome; returns the report (its `problems` empty if sound)."""
     rng = random.Random(seed)
+    store = as_url(store)
     env = {
         **os.environ,
         LOG_ENV: str(log),
