@@ -179,7 +179,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
         except _Failure as error:  # exit status 1 means "incompatible runs" for check
             raise _Usage(str(error)) from None
     else:
-        pool = args.concurrency + 2 if args.command == "worker" else 1
+        # Runs mostly wait on their writes: a pool of up to 10 serves 50 runs (and
+        # every worker process counts against the server's max_connections).
+        pool = min(args.concurrency, 10) if args.command == "worker" else 1
         saver = await _open(args.store, vacuum=args.command == "vacuum", pool=pool)
     try:
         if serde is not None:
