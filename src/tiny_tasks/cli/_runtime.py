@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import logging
 import re
 import sys
@@ -12,7 +11,10 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from .._cancel import cancel_run
+from .._cancel import prune as prune_runs
 from .._worker import Worker
+from ..errors import CheckpointerTypeError
 from ._common import _cell, _Failure, _progress, _Usage
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -75,7 +77,6 @@ def add_parsers(commands: Any, store_help: str) -> None:
         metavar="AGE",
         help="finished (done, failed, cancelled) before this long ago: 7d, 12h, 30m",
     )
-    prune.add_argument("--batch", type=_positive_int, default=1000, help="runs per delete")
 
 
 def _positive_int(text: str) -> int:
@@ -89,10 +90,6 @@ def _positive_int(text: str) -> int:
 
 
 _positive_int.__name__ = "number"
-
-
-async def _call(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 async def run_worker(saver: Any, tasks: list[Any], args: argparse.Namespace) -> int:
@@ -131,9 +128,10 @@ async def run_worker(saver: Any, tasks: list[Any], args: argparse.Namespace) -> 
 
 async def cancel(saver: Any, args: argparse.Namespace) -> int:
     """`tiny-tasks cancel`: ask for a run to be cancelled."""
-    if not callable(getattr(saver, "request_cancel", None)):
-        raise _Failure("this store has no runtime support (upgrade it: open it with a worker)")
-    info = await _call(saver.request_cancel(args.run_id, time.time()))
+    try:
+        info = await cancel_run(saver, args.run_id)
+    except CheckpointerTypeError as error:
+        raise _Failure(str(error)) from None
     if info is None:
         raise _Failure(f"no run {args.run_id!r} is stored")
     run = _cell(args.run_id)
@@ -149,19 +147,20 @@ async def cancel(saver: Any, args: argparse.Namespace) -> int:
 
 
 async def prune(saver: Any, args: argparse.Namespace) -> int:
-    """`tiny-tasks prune`: delete finished runs older than --older-than, in batches."""
-    if not callable(getattr(saver, "prune", None)):
-        raise _Failure("this store has no runtime support (no prune)")
-    before = time.time() - args.older_than.total_seconds()
-    total = 0
+    """`tiny-tasks prune`: delete finished runs older than --older-than."""
     with _progress() as report:
-        while True:
-            count = await _call(saver.prune(before, args.batch))
-            total += count
-            report(f"pruned {total} runs")
-            if count < args.batch:
-                break
-            await asyncio.sleep(0)
+        job = asyncio.ensure_future(prune_runs(saver, older_than=args.older_than))
+        started = time.monotonic()
+        while not job.done():
+            report(
+                f"pruning runs finished before {_age(args.older_than)} ago:"
+                f" {time.monotonic() - started:.0f} s"
+            )
+            await asyncio.wait([job], timeout=0.5)
+        try:
+            total = job.result()
+        except CheckpointerTypeError as error:
+            raise _Failure(str(error)) from None
     print(f"pruned {total} finished runs older than {_age(args.older_than)}")
     return 0
 
