@@ -111,7 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run one system's scenarios; write JSON.")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI")
     parser.add_argument(
-        "--repeat", type=int, default=None,
+        "--repeat",
+        type=int,
+        default=None,
         help="measured runs after a warm-up (default 3, quick 1)",
     )
     parser.add_argument("--postgres", default=None, help="base URL of a throwaway server")
@@ -120,7 +122,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backends", default="", help="comma-separated backends to run")
     parser.add_argument("--variant", default="", help="system-specific configuration")
     parser.add_argument(
-        "--cell-budget", type=float, default=None,
+        "--cell-budget",
+        type=float,
+        default=None,
         help="seconds the measured runs of one cell may take (default 120, quick 10; 0: no limit)",
     )
     return parser.parse_args(argv)
@@ -131,7 +135,11 @@ def log(message: str) -> None:
 
 
 async def _measure(
-    system: System, backend_name: str, scenario: str, size: int, args: argparse.Namespace,
+    system: System,
+    backend_name: str,
+    scenario: str,
+    size: int,
+    args: argparse.Namespace,
     workdir: str,
 ) -> Result:
     """Warm up, project the cell's duration, then time `args.repeat` runs.
@@ -239,10 +247,17 @@ async def _run(system: System, args: argparse.Namespace) -> list[Result]:
                     if backend_name == "postgres" and args.postgres is None:
                         missing = "no PostgreSQL server for this run"
                     if missing:
-                        results.append(Result(
-                            system.name, backend_name, scenario, size, UNITS[scenario][0],
-                            "n/a", missing,
-                        ))
+                        results.append(
+                            Result(
+                                system.name,
+                                backend_name,
+                                scenario,
+                                size,
+                                UNITS[scenario][0],
+                                "n/a",
+                                missing,
+                            )
+                        )
                         continue
                     started = time.perf_counter()
                     result = await _measure(system, backend_name, scenario, size, args, workdir)

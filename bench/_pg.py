@@ -67,19 +67,43 @@ def throwaway_postgres() -> Iterator[str]:
         shutil.chown(root, "postgres")
     port = _free_port()
     subprocess.run(
-        _as_server_user([
-            f"{bin_dir}/initdb", "-D", data, "-U", USER, "--auth=trust",
-            "--no-sync", "-E", "UTF8", "--locale=C",
-        ]),
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        _as_server_user(
+            [
+                f"{bin_dir}/initdb",
+                "-D",
+                data,
+                "-U",
+                USER,
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]
+        ),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     options = f"-p {port} -c listen_addresses=127.0.0.1 -k {root} -c max_connections=200"
     subprocess.run(
-        _as_server_user([
-            f"{bin_dir}/pg_ctl", "-D", data, "-l", os.path.join(root, "log"),
-            "-o", options, "-w", "-t", "60", "start",
-        ]),
-        check=True, stdout=subprocess.DEVNULL,
+        _as_server_user(
+            [
+                f"{bin_dir}/pg_ctl",
+                "-D",
+                data,
+                "-l",
+                os.path.join(root, "log"),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        ),
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     try:
         _wait_ready(bin_dir, port)
@@ -87,7 +111,9 @@ def throwaway_postgres() -> Iterator[str]:
     finally:
         subprocess.run(
             _as_server_user([f"{bin_dir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"]),
-            check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         shutil.rmtree(root, ignore_errors=True)
 
@@ -97,7 +123,8 @@ def _wait_ready(bin_dir: str, port: int) -> None:
     while time.monotonic() < deadline:
         ready = subprocess.run(
             [f"{bin_dir}/pg_isready", "-h", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL, check=False,
+            stdout=subprocess.DEVNULL,
+            check=False,
         )
         if ready.returncode == 0:
             return

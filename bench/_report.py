@@ -53,17 +53,31 @@ class Row:
 
 def rows_from(documents: Iterable[dict[str, Any]]) -> list[Row]:
     rows = [
-        Row(r["scenario"], r["system"], r["backend"], r["size"],
-            r.get("requested_size") or r["size"], r["unit"], r["status"], r["note"],
-            r["seconds_per_op"], r.get("bare_seconds", 0.0))
-        for document in documents for r in document["results"]
+        Row(
+            r["scenario"],
+            r["system"],
+            r["backend"],
+            r["size"],
+            r.get("requested_size") or r["size"],
+            r["unit"],
+            r["status"],
+            r["note"],
+            r["seconds_per_op"],
+            r.get("bare_seconds", 0.0),
+        )
+        for document in documents
+        for r in document["results"]
     ]
     systems = list(dict.fromkeys([OURS, *(row.system for row in rows)]))
 
     def order(row: Row) -> tuple[int, int, int, int]:
         backend = BACKEND_ORDER.index(row.backend) if row.backend in BACKEND_ORDER else 9
-        return (SCENARIOS.index(row.scenario), row.requested_size, backend,
-                systems.index(row.system))
+        return (
+            SCENARIOS.index(row.scenario),
+            row.requested_size,
+            backend,
+            systems.index(row.system),
+        )
 
     return sorted(rows, key=order)
 
@@ -71,7 +85,8 @@ def rows_from(documents: Iterable[dict[str, Any]]) -> list[Row]:
 def _ours(rows: list[Row]) -> dict[tuple[str, str, int], Row]:
     return {
         (r.scenario, r.backend, r.requested_size): r
-        for r in rows if r.system == OURS and r.status == "ok"
+        for r in rows
+        if r.system == OURS and r.status == "ok"
     }
 
 
@@ -109,8 +124,19 @@ def _number(value: float) -> str:
 def table(rows: list[Row]) -> list[list[str]]:
     """Header and cells: scenario, system, backend, size, median, min–max, ratio to ours."""
     ours = _ours(rows)
-    lines = [["scenario", "system", "backend", "size", "median", "min–max", "bare µs",
-              "× raw", "× tiny-tasks"]]
+    lines = [
+        [
+            "scenario",
+            "system",
+            "backend",
+            "size",
+            "median",
+            "min–max",
+            "bare µs",
+            "× raw",
+            "× tiny-tasks",
+        ]
+    ]
     for row in rows:
         scale = UNITS[row.scenario][1]
         size = f"{row.size:,}" + ("*" if row.size != row.requested_size else "")
@@ -121,8 +147,19 @@ def table(rows: list[Row]) -> list[list[str]]:
             bare = f"{row.bare * 1e6:.3f}" if row.bare else ""
         else:
             median, spread, bare, raw, factor = row.status, "", "", "", ""
-        lines.append([SCENARIO_TITLES[row.scenario], row.system, row.backend, size, median,
-                      spread, bare, raw, factor])
+        lines.append(
+            [
+                SCENARIO_TITLES[row.scenario],
+                row.system,
+                row.backend,
+                size,
+                median,
+                spread,
+                bare,
+                raw,
+                factor,
+            ]
+        )
     return lines
 
 
@@ -135,8 +172,10 @@ def plain(lines: list[list[str]]) -> str:
     right = {3, 4, 5, 6, 7, 8}
     out = []
     for n, line in enumerate(lines):
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
-                 enumerate(zip(line, widths, strict=True))]
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ]
         out.append("  ".join(cells).rstrip())
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
@@ -145,8 +184,7 @@ def plain(lines: list[list[str]]) -> str:
 
 def markdown(lines: list[list[str]]) -> str:
     head, *body = lines
-    out = ["| " + " | ".join(head) + " |",
-           "|" + "|".join(["---"] * 3 + ["---:"] * 6) + "|"]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 6) + "|"]
     out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in body]
     return "\n".join(out)
 
@@ -176,8 +214,13 @@ def targets(rows: list[Row]) -> list[str]:
         times, raw = ratio(row, ours), raw_ratio(row, ours)
         if goal is None or times is None or raw is None:
             continue
-        verdict = "met" if min(times, raw) >= goal else "met once corrected" if times >= goal \
+        verdict = (
+            "met"
+            if min(times, raw) >= goal
+            else "met once corrected"
+            if times >= goal
             else "NOT met"
+        )
         lines.append(
             f"{SCENARIO_TITLES[row.scenario]}, {row.system}, {row.backend}, "
             f"size {row.requested_size:,}: {times:.1f}x, raw {raw:.1f}x (target ≥{goal}x): "
@@ -202,8 +245,12 @@ def machine() -> dict[str, str]:
         memory = f"{pages / 2**30:.0f} GiB"
     except (ValueError, OSError):
         pass
-    return {"cores": str(os.cpu_count()), "cpu": model, "memory": memory,
-            "os": f"{platform.system()} {platform.release()}"}
+    return {
+        "cores": str(os.cpu_count()),
+        "cpu": model,
+        "memory": memory,
+        "os": f"{platform.system()} {platform.release()}",
+    }
 
 
 def versions(documents: Iterable[dict[str, Any]]) -> dict[str, str]:
@@ -222,7 +269,10 @@ def load_average() -> str:
 
 
 def results_markdown(
-    documents: list[dict[str, Any]], command: str, postgres: str, plot_name: str | None,
+    documents: list[dict[str, Any]],
+    command: str,
+    postgres: str,
+    plot_name: str | None,
     load: tuple[str, str] = ("unknown", "unknown"),
 ) -> str:
     rows = rows_from(documents)
@@ -258,8 +308,12 @@ def results_markdown(
     if note_lines:
         parts += ["", "## Cells not measured as specified", "", *[f"* {n}" for n in note_lines]]
     if plot_name:
-        parts += ["", "## Pause/resume round trip against K", "",
-                  f"![pause/resume cost against K]({plot_name})"]
+        parts += [
+            "",
+            "## Pause/resume round trip against K",
+            "",
+            f"![pause/resume cost against K]({plot_name})",
+        ]
     return "\n".join(parts) + "\n"
 
 
@@ -275,7 +329,8 @@ def plot_pause_resume(documents: list[dict[str, Any]], path: str) -> bool:
     for row in rows_from(documents):
         if row.scenario == "pause_resume" and row.status == "ok":
             series.setdefault(f"{row.system} / {row.backend}", []).append(
-                (row.size, row.median * 1e3, min(row.samples) * 1e3, max(row.samples) * 1e3))
+                (row.size, row.median * 1e3, min(row.samples) * 1e3, max(row.samples) * 1e3)
+            )
     if not series:
         return False
     figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
@@ -299,8 +354,16 @@ def plot_pause_resume(documents: list[dict[str, Any]], path: str) -> bool:
         errors = [[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]]
         system, backend = label.rsplit(" / ", 1)
         line, marker = styles.get(backend, ("-", "o"))
-        axes.errorbar(ks, medians, yerr=errors, marker=marker, capsize=3, label=label,
-                      linestyle=line, color=colours[system])
+        axes.errorbar(
+            ks,
+            medians,
+            yerr=errors,
+            marker=marker,
+            capsize=3,
+            label=label,
+            linestyle=line,
+            color=colours[system],
+        )
     axes.set_xscale("log")
     axes.set_xticks(sorted({k for points in series.values() for k, *_ in points}))
     axes.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())

@@ -46,29 +46,50 @@ SYSTEM_TIMEOUT = {"quick": 300, "full": 3 * 3600}
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes, one measured run, systems in parallel (for CI)")
-    parser.add_argument("--systems", default=",".join(key for key, _, _ in SYSTEMS),
-                        help="comma-separated subset of: %(default)s")
-    parser.add_argument("--only", default="", help="comma-separated scenarios "
-                        "(stream,pause_resume,steps,resume_after_steps)")
-    parser.add_argument("--backends", default="",
-                        help="comma-separated: none,memory,sqlite,postgres")
-    parser.add_argument("--repeat", type=int, default=None,
-                        help="measured runs (default 3, quick 1)")
-    parser.add_argument("--cell-budget", type=float, default=None,
-                        help="seconds the measured runs of one cell may take before it is "
-                             "shrunk or skipped (default 120, quick 10; 0: no limit)")
-    parser.add_argument("--out-dir", default=None,
-                        help="where RESULTS.md and pause_resume.png go (default bench/, "
-                             "quick: bench/.env/quick)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes, one measured run, systems in parallel (for CI)",
+    )
+    parser.add_argument(
+        "--systems",
+        default=",".join(key for key, _, _ in SYSTEMS),
+        help="comma-separated subset of: %(default)s",
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated scenarios (stream,pause_resume,steps,resume_after_steps)",
+    )
+    parser.add_argument(
+        "--backends", default="", help="comma-separated: none,memory,sqlite,postgres"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="measured runs (default 3, quick 1)"
+    )
+    parser.add_argument(
+        "--cell-budget",
+        type=float,
+        default=None,
+        help="seconds the measured runs of one cell may take before it is "
+        "shrunk or skipped (default 120, quick 10; 0: no limit)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        default=None,
+        help="where RESULTS.md and pause_resume.png go (default bench/, quick: bench/.env/quick)",
+    )
     parser.add_argument("--no-postgres", action="store_true", help="skip the Postgres backend")
     parser.add_argument("--setup-only", action="store_true", help="create bench/.env and stop")
-    parser.add_argument("--report-only", action="store_true",
-                        help="measure nothing: write RESULTS.md and the plot again from the "
-                             "last run's figures (bench/.env/last-run)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="measure nothing: write RESULTS.md and the plot again from the "
+        "last run's figures (bench/.env/last-run)",
+    )
     return parser.parse_args()
 
 
@@ -102,8 +123,9 @@ def running_in_environment() -> bool:
 # ---- one run -----------------------------------------------------------------------
 
 
-def system_command(module: str, variant: str, args: argparse.Namespace, pg_url: str | None,
-                   out: Path) -> list[str]:
+def system_command(
+    module: str, variant: str, args: argparse.Namespace, pg_url: str | None, out: Path
+) -> list[str]:
     command = [str(ENV_PYTHON), str(BENCH / "systems" / module), "--out", str(out)]
     if variant:
         command += ["--variant", variant]
@@ -111,8 +133,12 @@ def system_command(module: str, variant: str, args: argparse.Namespace, pg_url: 
         command += ["--postgres", pg_url]
     if args.quick:
         command.append("--quick")
-    for flag, value in (("--only", args.only), ("--backends", args.backends),
-                        ("--repeat", args.repeat), ("--cell-budget", args.cell_budget)):
+    for flag, value in (
+        ("--only", args.only),
+        ("--backends", args.backends),
+        ("--repeat", args.repeat),
+        ("--cell-budget", args.cell_budget),
+    ):
         if value not in (None, ""):
             command += [flag, str(value)]
     return command
@@ -181,6 +207,34 @@ def measure_journal_size(quick: bool) -> str:
     return finished.stdout.strip()
 
 
+RUNTIME_SECTION = """
+## The runtime (tiny-tasks workers)
+
+Worker throughput (runs of 5 steps and one message wait answered by another process,
+completed per second by N worker processes; beside DBOS queues on the same database),
+recovery after a worker's SIGKILL, the claim query among 1,000,000 paused runs with its
+plan, and timer lateness under load (`bench/runtime.py`, see bench/README.md).
+
+"""
+
+
+def measure_runtime(quick: bool) -> str:
+    """The Markdown tables `runtime.py` prints (it runs after the timed systems)."""
+    command = [
+        str(ENV_PYTHON),
+        str(BENCH / "runtime.py"),
+        "--markdown",
+        "--dbos",
+        str(ENV_PYTHON),
+        *(["--quick"] if quick else []),
+    ]
+    print("== runtime", file=sys.stderr, flush=True)
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    if finished.returncode != 0:
+        return f"failed: {finished.stderr.strip()[-500:]}"
+    return finished.stdout.strip()
+
+
 def main() -> int:
     args = parse_args()
     if not running_in_environment():
@@ -200,11 +254,17 @@ def main() -> int:
     raw = ENV / "last-run"  # the systems' JSON, kept (git-ignored) for a closer look
     if args.report_only:
         meta = json.loads((raw / "meta.json").read_text(encoding="utf-8"))
-        documents = [json.loads(path.read_text(encoding="utf-8"))
-                     for path in sorted(raw.glob("*.json")) if path.name != "meta.json"]
+        documents = [
+            json.loads(path.read_text(encoding="utf-8"))
+            for path in sorted(raw.glob("*.json"))
+            if path.name != "meta.json"
+        ]
         return report(documents, [], meta, out_dir, started)
-    meta = {"command": shlex.join(["bench/run", *sys.argv[1:]]), "quick": args.quick,
-            "load_at_start": _report.load_average()}
+    meta = {
+        "command": shlex.join(["bench/run", *sys.argv[1:]]),
+        "quick": args.quick,
+        "load_at_start": _report.load_average(),
+    }
     with tempfile.TemporaryDirectory(prefix="tiny-tasks-bench-") as tmp:
         if args.no_postgres:
             documents, failures = run_systems(args, None, Path(tmp))
@@ -229,8 +289,13 @@ def main() -> int:
     return report(documents, failures, meta, out_dir, started)
 
 
-def report(documents: list[dict[str, Any]], failures: list[str], meta: dict[str, Any],
-           out_dir: Path, started: float) -> int:
+def report(
+    documents: list[dict[str, Any]],
+    failures: list[str],
+    meta: dict[str, Any],
+    out_dir: Path,
+    started: float,
+) -> int:
     """Print the table, write RESULTS.md and the plot; the exit status of the run."""
     import _report
 
@@ -241,13 +306,29 @@ def report(documents: list[dict[str, Any]], failures: list[str], meta: dict[str,
     print(journal_sizes)
     if journal_sizes.startswith("failed"):
         failures.append(f"journal size: {journal_sizes}")
+    runtime = measure_runtime(meta["quick"])
+    print(runtime)
+    if runtime.startswith("failed"):
+        failures.append(f"runtime: {runtime}")
     plot = out_dir / "pause_resume.png"
     plotted = _report.plot_pause_resume(documents, str(plot))
     results = out_dir / "RESULTS.md"
-    results.write_text(_report.results_markdown(
-        documents, meta["command"], meta["server"], plot.name if plotted else None,
-        (meta["load_at_start"], meta["load_at_end"])) + JOURNAL_SECTION + journal_sizes + "\n",
-        encoding="utf-8")
+    results.write_text(
+        _report.results_markdown(
+            documents,
+            meta["command"],
+            meta["server"],
+            plot.name if plotted else None,
+            (meta["load_at_start"], meta["load_at_end"]),
+        )
+        + JOURNAL_SECTION
+        + journal_sizes
+        + "\n"
+        + RUNTIME_SECTION
+        + runtime
+        + "\n",
+        encoding="utf-8",
+    )
     errors = [r for r in rows if r.status == "error"]
     print(f"\nwrote {results}" + (f" and {plot}" if plotted else ""))
     print(f"total {time.perf_counter() - started:.0f} s")

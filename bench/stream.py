@@ -121,8 +121,10 @@ async def main(with_postgres: bool) -> None:
     columns = COLUMNS + ([POSTGRES_COLUMN] if with_postgres else [])
     floor = await per_partial(time_bare, PARTIALS)
     bare_median = statistics.median(floor)
-    print(f"{PARTIALS:,} partials, median of {RUNS} runs after a warm-up, Python "
-          f"{sys.version.split()[0]}\n")
+    print(
+        f"{PARTIALS:,} partials, median of {RUNS} runs after a warm-up, Python "
+        f"{sys.version.split()[0]}\n"
+    )
     print(f"{'':<18}{'µs/partial':>11}{'min–max':>16}{'x bare':>9}  target")
     print(f"{'bare async gen':<18}{bare_median:>11.3f}{_spread(floor):>16}{1:>8.1f}x")
     for label, open_saver, target in columns:
@@ -146,8 +148,11 @@ def _spread(samples: list[float]) -> str:
 
 # -- instruction counts (load-independent) ------------------------------------------------
 
-ONE_PASS: dict[str, Opener | None] = {"bare": None, "no checkpointer": no_checkpointer,
-                                      "MemorySaver": memory_saver}
+ONE_PASS: dict[str, Opener | None] = {
+    "bare": None,
+    "no checkpointer": no_checkpointer,
+    "MemorySaver": memory_saver,
+}
 
 
 async def one_pass(kind: str, n: int) -> None:
@@ -163,9 +168,19 @@ async def one_pass(kind: str, n: int) -> None:
 def instructions(kind: str, n: int) -> int:
     """Instructions a fresh interpreter executes for `one_pass(kind, n)` (callgrind)."""
     finished = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         __file__, "--one-pass", kind, str(n)],
-        capture_output=True, text=True, check=True,
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            __file__,
+            "--one-pass",
+            kind,
+            str(n),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     found = re.search(r"Collected : (\d+)", finished.stderr)
     if found is None:
@@ -185,12 +200,17 @@ def count_instructions() -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--postgres", action="store_true",
-                        help="add a PostgresSaver column (starts a throwaway server, or uses "
-                             "BENCH_POSTGRES_URL)")
-    parser.add_argument("--instructions", action="store_true",
-                        help="count instructions per partial with valgrind instead of timing: "
-                             "the same on a loaded machine as on an idle one")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="add a PostgresSaver column (starts a throwaway server, or uses BENCH_POSTGRES_URL)",
+    )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per partial with valgrind instead of timing: "
+        "the same on a loaded machine as on an idle one",
+    )
     parser.add_argument("--one-pass", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.one_pass:

@@ -25,8 +25,6 @@ from tiny_tasks.serde import generate_key
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 
-
-
 def paused_store(path: Path, *run_ids: str) -> str:
     async def write() -> None:
         async with SqliteSaver(path) as saver:
@@ -72,7 +70,17 @@ def test_cli_lists_shows_and_deletes_runs_of_a_sqlite_store(
     listed = cli("runs", store, "--status", "paused")  # as installed: python -m tiny_tasks
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert lines[0].split() == ["RUN", "ID", "TASK", "STATUS", "PENDING", "DELIVERED", "UPDATED"]
+    assert lines[0].split() == [
+        "RUN",
+        "ID",
+        "TASK",
+        "STATUS",
+        "PENDING",
+        "DELIVERED",
+        "UPDATED",
+        "LEASE",
+        "WAKES",
+    ]
     assert [line.split()[:5] for line in lines[1:]] == [
         ["memo-1", "approval", "paused", "1", "1"],
         ["invoice-7", "approval", "paused", "1", "1"],

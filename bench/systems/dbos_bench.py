@@ -79,8 +79,11 @@ POLLING = {"default": None, "1ms": 0.001}
 
 @asynccontextmanager
 async def launched(url: str, polling: float | None) -> AsyncIterator[None]:
-    config: DBOSConfig = {"name": "tiny-tasks-bench", "system_database_url": url,
-                          "log_level": "WARNING"}
+    config: DBOSConfig = {
+        "name": "tiny-tasks-bench",
+        "system_database_url": url,
+        "log_level": "WARNING",
+    }
     if polling is not None:
         config["notification_listener_polling_interval_sec"] = polling
         config["notification_coalesce_sec"] = polling
@@ -175,8 +178,12 @@ def make_system(variant: str) -> System:
     return System(
         name=label,
         backends=make_backends(variant),
-        scenarios={"stream": stream, "pause_resume": pause_resume, "steps": steps,
-                   "resume_after_steps": resume_after_steps},
+        scenarios={
+            "stream": stream,
+            "pause_resume": pause_resume,
+            "steps": steps,
+            "resume_after_steps": resume_after_steps,
+        },
         versions={"dbos": version("dbos")},
         missing_backends={"memory": "DBOS has no in-memory backend"},
     )

@@ -167,15 +167,32 @@ def make_system(variant: str) -> System:
     with_checkpointer = ("memory", "sqlite", "postgres")
     return System(
         name="LangGraph",
-        backends={"none": no_checkpointer, "memory": memory, "sqlite": sqlite,
-                  "postgres": postgres},
-        scenarios={"stream": stream, "pause_resume": pause_resume, "steps": steps,
-                   "resume_after_steps": resume_after_steps},
-        versions={name: version(name) for name in (
-            "langgraph", "langgraph-checkpoint", "langgraph-checkpoint-sqlite",
-            "langgraph-checkpoint-postgres")},
-        backends_for={"pause_resume": with_checkpointer, "steps": with_checkpointer,
-                      "resume_after_steps": with_checkpointer},
+        backends={
+            "none": no_checkpointer,
+            "memory": memory,
+            "sqlite": sqlite,
+            "postgres": postgres,
+        },
+        scenarios={
+            "stream": stream,
+            "pause_resume": pause_resume,
+            "steps": steps,
+            "resume_after_steps": resume_after_steps,
+        },
+        versions={
+            name: version(name)
+            for name in (
+                "langgraph",
+                "langgraph-checkpoint",
+                "langgraph-checkpoint-sqlite",
+                "langgraph-checkpoint-postgres",
+            )
+        },
+        backends_for={
+            "pause_resume": with_checkpointer,
+            "steps": with_checkpointer,
+            "resume_after_steps": with_checkpointer,
+        },
     )
 
 

@@ -204,13 +204,24 @@ def make_system(variant: str) -> System:
         )
     return System(
         name="tiny-tasks",
-        backends={"none": no_checkpointer, "memory": memory, "sqlite": sqlite,
-                  "postgres": postgres},
-        scenarios={"stream": stream, "pause_resume": pause_resume, "steps": steps,
-                   "resume_after_steps": resume_after_steps},
+        backends={
+            "none": no_checkpointer,
+            "memory": memory,
+            "sqlite": sqlite,
+            "postgres": postgres,
+        },
+        scenarios={
+            "stream": stream,
+            "pause_resume": pause_resume,
+            "steps": steps,
+            "resume_after_steps": resume_after_steps,
+        },
         versions={"tiny-tasks": version("tiny-tasks")},
-        backends_for={"pause_resume": with_checkpointer, "steps": with_checkpointer,
-                      "resume_after_steps": with_checkpointer},
+        backends_for={
+            "pause_resume": with_checkpointer,
+            "steps": with_checkpointer,
+            "resume_after_steps": with_checkpointer,
+        },
     )
 
 

@@ -15,8 +15,10 @@ from ._step import RetryPolicy, step
 from ._stream import TaskStream
 from ._sync import SyncTaskStream
 from ._task import Task, task
+from ._telemetry import tracing
 from ._values import Command, Event, Interrupt, Snapshot
 from ._waits import send, sleep, sleep_until
+from ._worker import Worker
 from .errors import (
     AmbiguousResumeError,
     CheckpointerTypeError,
@@ -87,6 +89,7 @@ __all__ = [
     "TinyTasksError",
     "UnknownInterruptError",
     "UnknownTypeError",
+    "Worker",
     "cancel_run",
     "check_runs",
     "create_runtime",
@@ -103,5 +106,6 @@ __all__ = [
     "sleep_until",
     "step",
     "task",
+    "tracing",
     "use_clock",
 ]

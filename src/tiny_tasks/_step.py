@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, NamedTuple, ParamSpec, TypeVar, overload
 
+from . import _telemetry
 from ._cancel import deliver_cancel, step_cancelled
 from ._context import IN_STEP, Frame, _current, current_frame
 from ._journal import StepRecord
@@ -235,7 +236,10 @@ async def _run_step(
         # A run that is cancelled cancels its steps in flight through asyncio (`_cancel`).
         run.in_flight.add(site_id)
         try:
-            value, error = await _attempt_all(fn, args, kwargs, policy, timeout, thread)
+            with _telemetry.step_span(run.run_id, run.task_name, site_id) as span:
+                value, error = await _attempt_all(fn, args, kwargs, policy, timeout, thread)
+                if error is not None:
+                    _telemetry.set_outcome(span, "failed", error)
         except asyncio.CancelledError:
             if not step_cancelled(run, asyncio.current_task()):
                 raise
