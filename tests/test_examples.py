@@ -40,6 +40,16 @@ EXPECTED = {
         "still waiting: review/approve#0/interrupt#0",
         "{'invoice': True, 'refund': False}",
     ],
+    "service.py": [
+        "submitted order-42: queued",
+        "sleeping (a timer)",
+        "sleeping (waiting for a message)",
+        "sent a message on 'courier'",
+        "paused on {'ship': 'lamp', 'via': 'bike'} (deadline set)",
+        "done",
+        "outcome: {'receipt': 'receipt-1', 'courier': 'bike', 'approval': 'approved by default'}",
+        "called again, nothing runs: True, charges ['lamp']",
+    ],
     "steps.py": [
         "charged 30: receipt-1",
         "paused: shipping address?",

@@ -53,10 +53,28 @@ def add_parsers(commands: Any, store_help: str) -> None:
         "names is driven; may be repeated",
     )
     worker.add_argument("--key-env", metavar="NAME", help="variable holding encryption key(s)")
-    worker.add_argument("--concurrency", type=_positive_int, default=50, help="runs at once (50)")
-    worker.add_argument("--poll", type=duration, default=timedelta(seconds=1), help="poll (1s)")
-    worker.add_argument("--lease", type=duration, default=timedelta(seconds=30), help="(30s)")
-    worker.add_argument("--grace", type=duration, default=timedelta(seconds=10), help="(10s)")
+    worker.add_argument(
+        "--concurrency", type=_positive_int, default=50, help="runs driven at once (50)"
+    )
+    worker.add_argument(
+        "--poll",
+        type=duration,
+        default=timedelta(seconds=1),
+        help="how often to look for due runs, e.g. 0.5s or 2s (1s); a timer fires within it",
+    )
+    worker.add_argument(
+        "--lease",
+        type=duration,
+        default=timedelta(seconds=30),
+        help="how long a run stays owned without renewal: after a crash, its runs are "
+        "taken over this long after its last renewal (30s)",
+    )
+    worker.add_argument(
+        "--grace",
+        type=duration,
+        default=timedelta(seconds=10),
+        help="on SIGTERM, how long running runs may go on before they are released (10s)",
+    )
     worker.add_argument(
         "--once", action="store_true", help="drive what is due now, then exit (for cron)"
     )
