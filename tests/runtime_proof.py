@@ -38,9 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from tiny_tasks import (
-    InputMismatchError,
+    AlreadyAnsweredError,
     InterruptTimeoutError,
-    NoCheckpointError,
     RunBusyError,
     RunConflictError,
     TaskContext,
@@ -142,11 +141,10 @@ async def answerer(store: str, runs: int) -> None:
                             pass
                     except RunBusyError:
                         continue  # a worker holds it right now: try again
-                    except (InterruptTimeoutError, NoCheckpointError, InputMismatchError):
-                        # The deadline won: a worker answered with the default first.
-                        # How far the run got since decides the loser's error: it is
-                        # still paused (InterruptTimeoutError), waits for its message
-                        # (NoCheckpointError) or finished (InputMismatchError).
+                    except (InterruptTimeoutError, AlreadyAnsweredError):
+                        # The deadline won: its deadline passed (InterruptTimeoutError),
+                        # or a worker answered with the default first (AlreadyAnsweredError,
+                        # however far the run got since).
                         _log("late", run_id)
                     except RunConflictError:
                         continue

@@ -20,6 +20,7 @@ from ._values import Command, Event, Interrupt, Snapshot
 from ._waits import send, sleep, sleep_until
 from ._worker import Worker
 from .errors import (
+    AlreadyAnsweredError,
     AmbiguousResumeError,
     CheckpointerTypeError,
     InputMismatchError,
@@ -48,6 +49,7 @@ from .errors import (
 from .savers import Checkpointer, MemorySaver
 
 __all__ = [
+    "AlreadyAnsweredError",
     "AmbiguousResumeError",
     "CheckReport",
     "Checkpointer",

@@ -14,8 +14,10 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._journal import decode_journal, encode_entry
+from ._journal import Journal, decode_journal, encode_entry
+from ._values import Command
 from .errors import (
+    AlreadyAnsweredError,
     InputMismatchError,
     RunCancelled,
     RunConflictError,
@@ -29,7 +31,14 @@ from .serde import Serializer
 if TYPE_CHECKING:
     from ._run import Run
 
-__all__ = ["Outcome", "keep_outcome", "read_outcome", "reattach_finished", "submit_run"]
+__all__ = [
+    "Outcome",
+    "keep_outcome",
+    "late_answer",
+    "read_outcome",
+    "reattach_finished",
+    "submit_run",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +64,51 @@ def read_outcome(stored: Checkpoint, serde: Serializer) -> Outcome | None:
     return Outcome(stored.status, state.get("result"), None if error is None else tuple(error))
 
 
+def late_answer(run_id: str, journal: Journal, command: Command) -> AlreadyAnsweredError | None:
+    """The error for a `Command` that answers interrupts of a run no longer paused on
+    them (answered by someone else, or by a deadline), or `None` if it repeats exactly
+    the answers recorded (a retried resume: nothing to refuse)."""
+    if command.answers is not None:
+        given = dict(command.answers)
+    else:
+        answered = [*journal.answers, *journal.timeouts]
+        if not answered:
+            return None
+        given = {answered[-1]: command.resume}
+    problems = []
+    for site, value in given.items():
+        if site in journal.timeouts:
+            problems.append(f"interrupt {site!r} timed out (its deadline passed unanswered)")
+        elif site not in journal.answers:
+            return None  # not an interrupt this run answered: the caller says what is wrong
+        elif journal.answers[site] != value:
+            problems.append(
+                f"interrupt {site!r} was answered already, with {_short(journal.answers[site])}"
+                " (by another caller, or by its deadline's default)"
+            )
+    if not problems:
+        return None
+    return AlreadyAnsweredError(run_id, "; ".join(problems) + "; this answer lost")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def reattach_finished(run: Run, stored: Checkpoint, given: Any, no_input: Any) -> Any:
     """A call on a kept, finished run: check its input, then return its result, or
-    raise `RunFailedError` / `RunCancelled` as it ended. Nothing runs."""
+    raise `RunFailedError` / `RunCancelled` as it ended. Nothing runs.
+
+    A `Command` (a resume) that repeats the recorded answers gets the outcome too (a
+    retried resume); one that answers otherwise gets `AlreadyAnsweredError` saying what won.
+    """
     journal = decode_journal(stored, run.serde)
-    if given is not no_input and given != journal.input:
+    if isinstance(given, Command):
+        conflict = late_answer(run.run_id, journal, given)
+        if conflict is not None:
+            raise conflict
+    elif given is not no_input and given != journal.input:
         raise InputMismatchError(run.run_id, journal.input, given)
     outcome = read_outcome(stored, run.serde)
     assert outcome is not None

@@ -27,7 +27,7 @@ from ._driver import current_driver
 from ._dry import DryStop, DryView
 from ._journal import ChildRecord, Journal, StepRecord, decode_journal, encode_entry, encode_state
 from ._lease import RunLease
-from ._outcome import keep_outcome, reattach_finished, stored_keep
+from ._outcome import keep_outcome, late_answer, reattach_finished, stored_keep
 from ._values import Command, Interrupt, Snapshot
 from ._waits import WaitState, refuse_late_answers, unanswered_deadlines
 from .errors import (
@@ -276,6 +276,9 @@ class Run:
         pending = list(self.journal.pending)
         self._paused_on = dict(self.journal.pending)
         if stored.status != "paused" or not pending:
+            conflict = late_answer(self.run_id, self.journal, command)
+            if conflict is not None:
+                raise conflict
             raise NoCheckpointError(
                 self.run_id,
                 f"the run is {stored.status}, not paused on an interrupt: another worker "

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ._values import Interrupt
 
 __all__ = [
+    "AlreadyAnsweredError",
     "AmbiguousResumeError",
     "CheckpointerTypeError",
     "InputMismatchError",
@@ -114,6 +115,16 @@ class RunConflictError(TinyTasksError):
             + "; only one worker may drive a run at a time, so this one stopped. "
             "Load the run again to see its current state."
         )
+
+
+class AlreadyAnsweredError(RunConflictError):
+    """An answer to an interrupt that is no longer pending: someone else answered it
+    first, or its deadline passed (and its default, or a timeout, answered it). The
+    message says what won. Answering again the same way is not an error (a retried
+    resume of a kept run returns its outcome)."""
+
+    def __init__(self, run_id: str, detail: str) -> None:
+        super().__init__(run_id, detail)
 
 
 class RunClosedError(TinyTasksError):

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tiny_tasks import (
+    AlreadyAnsweredError,
     Command,
     Interrupt,
     InterruptTimeoutError,
@@ -270,6 +271,35 @@ async def test_a_deadline_applies_the_default_on_reattach_after_it(saver: Any) -
         assert await approval.invoke(run_id="d1", checkpointer=saver) == "o1:refused"
     assert calls == {"o1:refused": 1}
     assert await _load(saver, "d1") is None
+
+
+@task("approve_then_wait")
+async def approve_then_wait(order: str, ctx: TaskContext) -> Any:
+    answer = ctx.interrupt({"approve": order}, timeout=60, default="refused")
+    await ctx.sleep(DAY)
+    return await ctx.step(note, f"{order}:{answer}")
+
+
+async def test_an_answer_that_lost_to_the_deadline_says_what_won(saver: Any) -> None:
+    site = "approve_then_wait/interrupt#0"
+    opts: dict[str, Any] = {"run_id": "d5", "checkpointer": saver, "keep": True}
+    with use_clock(ManualClock(T0)) as clock:
+        with pytest.raises(TaskInterrupted):
+            await approve_then_wait.invoke("o5", **opts)
+        await clock.advance(60)
+        with pytest.raises(TaskSleeping):  # the deadline answered it; the run sleeps now
+            await approve_then_wait.invoke(**opts)
+        for late in (Command(resume="yes"), Command(answers={site: "yes"})):
+            with pytest.raises(AlreadyAnsweredError, match="answered already, with 'refused'"):
+                await approve_then_wait.invoke(late, **opts)
+        await clock.advance(DAY)
+        assert await approve_then_wait.invoke(**opts) == "o5:refused"
+        # Finished and kept: the same answer again is a retry and gets the outcome; another
+        # answer lost, and says so.
+        assert await approve_then_wait.invoke(Command(resume="refused"), **opts) == "o5:refused"
+        with pytest.raises(AlreadyAnsweredError, match=site):
+            await approve_then_wait.invoke(Command(resume="yes"), **opts)
+    assert calls == {"o5:refused": 1}
 
 
 @task("strict_approval")
