@@ -1,0 +1,297 @@
+"""The runs this server process drives now, and the watchers each one feeds.
+
+A run started or resumed over HTTP is driven by an asyncio task of the server (not by
+the request that started it): it drains the run's stream, so the engine stores every
+partial before this module sees it, and hands each partial, with its position in the
+run's stream, to the watchers attached here (the SSE responses of this process).
+Watchers in other processes read the same partials from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .._acting import Acting, acting
+from .._journal import decode_journal
+from .._run import resolve
+from .._task import Task
+from .._values import Command, Interrupt
+from ..errors import (
+    InputMismatchError,
+    InterruptAnsweredError,
+    NoCheckpointError,
+    RunCancelled,
+    RunConflictError,
+    TaskMismatchError,
+    VersionMismatchError,
+)
+from ..savers.base import FINISHED, Checkpoint, Checkpointer
+from ..serde import Serializer, default_serializer
+
+__all__ = ["Ending", "LiveRun", "LiveRuns"]
+
+EndKind = Literal["interrupt", "done", "error", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How one attempt at a run ended: paused on `interrupts`, done with `result`, or
+    failed / cancelled with `error` (type name, message)."""
+
+    kind: EndKind
+    interrupts: tuple[Interrupt, ...] = ()
+    result: Any = None
+    error: tuple[str, str] | None = None
+
+
+Item = tuple[int, Any] | Ending
+
+
+class LiveRun:
+    """One run driven by this process: its next partial's position, its watchers."""
+
+    def __init__(self, run_id: str, next_seq: int) -> None:
+        self.run_id = run_id
+        self.next_seq = next_seq
+        self.ending: Ending | None = None
+        self.stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.driver: asyncio.Task[None] | None = None
+        self._watchers: set[asyncio.Queue[Item]] = set()
+
+    def subscribe(self) -> asyncio.Queue[Item]:
+        """A queue that receives each later partial `(seq, value)`, then the `Ending`."""
+        queue: asyncio.Queue[Item] = asyncio.Queue()
+        if self.ending is not None:
+            queue.put_nowait(self.ending)
+        else:
+            self._watchers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Item]) -> None:
+        """Stop feeding `queue`."""
+        self._watchers.discard(queue)
+
+    def publish(self, item: Item) -> None:
+        """Hand `item` to every watcher."""
+        for queue in self._watchers:
+            queue.put_nowait(item)
+
+    def mark_stored(self) -> None:
+        """The attempt's first write is stored (called by the engine, see `_acting`)."""
+        if not self.stored.done():
+            self.stored.set_result(None)
+
+
+class LiveRuns:
+    """Starts, resumes and re-attaches runs for a `TaskApp`; one per app."""
+
+    def __init__(
+        self, tasks: dict[str, Task[Any, Any, Any]], saver: Checkpointer, orphan_after: float
+    ) -> None:
+        self.tasks = tasks
+        self.saver = saver
+        self.serde: Serializer = getattr(saver, "serde", None) or default_serializer()
+        self.orphan_after = orphan_after
+        self.live: dict[str, LiveRun] = {}
+        # One lock per run id while someone holds it: requests of this process that start,
+        # resume or re-attach one run go one at a time.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    # -- reading --------------------------------------------------------------------
+
+    async def load(self, run_id: str) -> Checkpoint | None:
+        """The stored run, or `None`."""
+        stored: Checkpoint | None = await resolve(self.saver.load(run_id))
+        return stored
+
+    # -- starting and resuming -------------------------------------------------------
+
+    async def start(
+        self, task: Task[Any, Any, Any], given: Any, run_id: str, principal: str | None
+    ) -> bool:
+        """Start `task` on `given` as run `run_id`; return whether it was started.
+
+        An existing run of that id with the same input is left as it is (`False`).
+        Raises `InputMismatchError` / `TaskMismatchError` for an existing run with
+        another input or task, and whatever the run raised before its first write.
+        """
+        async with self._lock(run_id):
+            stored = await self.load(run_id)
+            if stored is not None:
+                self._check_same(stored, task, given)
+                return False
+            live = LiveRun(run_id, 0)
+            try:
+                await self._launch(
+                    live, lambda: task(given, run_id=run_id, checkpointer=self.saver), principal
+                )
+            except RunConflictError:  # created at the same moment by another process
+                stored = await self.load(run_id)
+                if stored is None:
+                    raise
+                self._check_same(stored, task, given)
+                return False
+            return True
+
+    def _check_same(self, stored: Checkpoint, task: Task[Any, Any, Any], given: Any) -> None:
+        if stored.task_name != task.name:
+            raise TaskMismatchError(stored.run_id, stored.task_name, task.name)
+        journal = decode_journal(stored, self.serde)
+        if journal.input != given:
+            raise InputMismatchError(stored.run_id, journal.input, given)
+
+    async def resume(
+        self,
+        task: Task[Any, Any, Any],
+        command: Command,
+        run_id: str,
+        principal: str | None,
+        if_match: str | None,
+    ) -> None:
+        """Answer the paused run `run_id` with `command` and drive the rest of it.
+
+        Returns once the answers are stored (of two concurrent answers, the one whose
+        write lands first). Raises `InterruptAnsweredError` naming what won when the
+        interrupts were answered first by someone else, `VersionMismatchError` when
+        `if_match` is not the stored version, `NoCheckpointError` for a missing run.
+        """
+        async with self._lock(run_id):
+            stored = await self.load(run_id)
+            if stored is None:
+                raise NoCheckpointError(run_id)
+            if stored.task_name != task.name:
+                raise TaskMismatchError(run_id, stored.task_name, task.name)
+            self._check_still_pending(stored, command)
+            if if_match is not None and if_match != str(stored.version):
+                raise VersionMismatchError(run_id, if_match, stored.version)
+            live = LiveRun(run_id, stored.delivered)
+            try:
+                await self._launch(
+                    live, lambda: task(command, run_id=run_id, checkpointer=self.saver), principal
+                )
+            except (RunConflictError, NoCheckpointError):
+                # Another process's answer landed between our read and our write.
+                stored = await self.load(run_id)
+                if stored is None:
+                    raise
+                self._check_still_pending(stored, command)
+                raise
+
+    def _check_still_pending(self, stored: Checkpoint, command: Command) -> None:
+        journal = decode_journal(stored, self.serde)
+        sites = list(command.answers) if command.answers is not None else list(journal.pending)
+        if stored.status == "paused" and all(site in journal.pending for site in sites):
+            return
+        if stored.status != "paused" or any(site in journal.answers for site in sites):
+            if not sites:  # a plain resume of a run that no longer waits: what it answered
+                sites = list(journal.answered_by or journal.answers)[-1:]
+            answered = {
+                site: (journal.answers[site], journal.answered_by.get(site))
+                for site in sites
+                if site in journal.answers
+            }
+            raise InterruptAnsweredError(stored.run_id, answered)
+
+    async def adopt(self, stored: Checkpoint) -> LiveRun | None:
+        """Re-attach a run that nobody drives (its driver died), if it is one.
+
+        A run is taken over when it is queued, or running with an expired lease, or
+        (for savers without leases) running without a write for `orphan_after`
+        seconds. Returns the run's `LiveRun`, or `None` if it is not an orphan, its task
+        is not served here, or another process took it first.
+        """
+        task = self.tasks.get(stored.task_name)
+        if task is None or stored.status not in ("queued", "running"):
+            return None
+        now = time.time()
+        if stored.status == "running":
+            if stored.lease_owner is not None:
+                if stored.lease_expires is not None and stored.lease_expires > now:
+                    return None
+            elif now - stored.updated_at < self.orphan_after:
+                return None
+        run_id = stored.run_id
+        async with self._lock(run_id):
+            if run_id in self.live:
+                return self.live[run_id]
+            live = LiveRun(run_id, stored.delivered)
+            try:
+                await self._launch(live, lambda: task(run_id=run_id, checkpointer=self.saver), None)
+            except Exception:
+                return None  # another process re-attached it first, or it cannot go on
+            return live
+
+    async def _launch(
+        self, live: LiveRun, make_stream: Callable[[], Any], principal: str | None
+    ) -> None:
+        """Start driving `live`; return once its first write is stored.
+
+        Raises what the run raised if it ended before storing anything.
+        """
+        with acting(Acting(principal, live.mark_stored)):
+            stream = make_stream()
+        live.driver = asyncio.create_task(
+            self._drive(live, stream), name=f"tiny-tasks run {live.run_id}"
+        )
+        self.live[live.run_id] = live
+        await asyncio.wait([live.stored, live.driver], return_when=asyncio.FIRST_COMPLETED)
+        if not live.stored.done():
+            error = live.driver.result()
+            raise error if isinstance(error, BaseException) else AssertionError(error)
+
+    async def _drive(self, live: LiveRun, stream: Any) -> Any:
+        """Drain the run's stream, feeding the watchers; return an error that ended it
+        before its first write (for `_launch`)."""
+        interrupts: list[Interrupt] = []
+        rewound = False
+        early: BaseException | None = None
+        ending = Ending("error", error=("ServerStopped", "the server stopped driving the run"))
+        try:
+            async for partial, snapshot, interrupt in stream:
+                if interrupt is not None:
+                    interrupts.append(interrupt)
+                    continue
+                if snapshot.rewind is not None and not rewound:
+                    live.next_seq, rewound = snapshot.rewind, True
+                seq = live.next_seq
+                live.next_seq += 1
+                live.publish((seq, partial))
+            if interrupts:
+                ending = Ending("interrupt", tuple(interrupts))
+            else:
+                ending = Ending("done", result=stream.result)
+        except RunCancelled as error:
+            ending = Ending("cancelled", error=(type(error).__name__, str(error)))
+        except Exception as error:
+            ending = Ending("error", error=(type(error).__name__, str(error)))
+            if not live.stored.done():
+                early = error
+        finally:
+            live.ending = ending
+            live.publish(ending)
+            if self.live.get(live.run_id) is live:
+                del self.live[live.run_id]
+        return early
+
+    def _lock(self, run_id: str) -> asyncio.Lock:
+        lock = self._locks.get(run_id)
+        if lock is None:
+            lock = self._locks[run_id] = asyncio.Lock()
+        return lock
+
+    async def aclose(self) -> None:
+        """Stop driving every run (the store keeps them where they are)."""
+        drivers = [live.driver for live in self.live.values() if live.driver is not None]
+        for driver in drivers:
+            driver.cancel()
+        await asyncio.gather(*drivers, return_exceptions=True)
+
+
+def finished(stored: Checkpoint) -> bool:
+    """Whether `stored` is a finished run (kept with its outcome)."""
+    return stored.status in FINISHED
