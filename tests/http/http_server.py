@@ -1,0 +1,100 @@
+"""Real servers for the HTTP tests: uvicorn on 127.0.0.1, in this process or in another.
+
+`serving(app)` runs a `TaskApp` under uvicorn on a port the OS picks, in this event
+loop. `ServerProcess` runs `tiny-tasks serve` in a child process (a given port, or 0),
+so a test can SIGKILL it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+HERE = Path(__file__).parent
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1 (a free port) while the block runs; yields its URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    started = asyncio.get_running_loop().create_future()
+
+    async def run() -> None:
+        # uvicorn's `serve` installs signal handlers; the test's own stay in place.
+        config = server.config
+        if not config.loaded:
+            config.load()
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+        started.set_result(None)
+        await server.main_loop()
+        await server.shutdown(sockets=[sock])
+
+    runner = asyncio.create_task(run())
+    await asyncio.wait([started, runner], return_when=asyncio.FIRST_COMPLETED)
+    if runner.done():
+        runner.result()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await runner
+        sock.close()
+
+
+class ServerProcess:
+    """`tiny-tasks serve STORE --app http_app.py` in a child process."""
+
+    def __init__(self, store: str, gate: Path, port: int = 0) -> None:
+        env = {**os.environ, "TT_GATE": str(gate), "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tiny_tasks",
+                "serve",
+                store,
+                "--app",
+                str(HERE / "http_app.py"),
+                "--port",
+                str(port),
+                "--orphan-after",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("tiny-tasks: serving"):
+            self.process.kill()
+            _, errors = self.process.communicate()
+            raise RuntimeError(f"the server did not start: {line!r} {errors}")
+        self.url = line.split(" on ", 1)[1].strip()
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def kill(self) -> None:
+        """SIGKILL the server and wait for it."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.communicate()
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM) if it runs, and wait for it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        self.process.communicate()
