@@ -154,9 +154,7 @@ class Run:
         self.closed = False
         # The stream calls `mark_delivered` (or `append_partial`, below) itself on its
         # hot path: one call per partial.
-        self.mark: Callable[..., Any] | None = getattr(
-            checkpointer, "mark_delivered", None
-        )
+        self.mark: Callable[..., Any] | None = getattr(checkpointer, "mark_delivered", None)
         # Record every delivery now, or only along with the run's other writes.
         self.each_delivery = delivery == "exactly_once"
         # With exactly-once delivery and a saver that keeps the stream log, each partial

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 
 HERE = Path(__file__).parent
@@ -26,7 +28,7 @@ HERE = Path(__file__).parent
 @contextlib.asynccontextmanager
 async def serving(app: Any) -> AsyncIterator[str]:
     """Serve `app` on 127.0.0.1 (a free port) while the block runs; yields its URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -53,6 +55,40 @@ async def serving(app: Any) -> AsyncIterator[str]:
         server.should_exit = True
         await runner
         sock.close()
+
+
+async def events(response: httpx.Response) -> AsyncIterator[tuple[str, str | None, Any]]:
+    """(event type, id, data) of an SSE response as they arrive; comments as
+    ("comment", None, text)."""
+    kind, event_id, data = "message", None, list[str]()
+    async for line in response.aiter_lines():
+        if line.startswith(":"):
+            yield "comment", None, line[1:].strip()
+            continue
+        if line:
+            name, _, value = line.partition(": ")
+            if name == "event":
+                kind = value
+            elif name == "id":
+                event_id = value
+            elif name == "data":
+                data.append(value)
+            continue
+        if data:
+            yield kind, event_id, json.loads("\n".join(data))
+        kind, event_id, data = "message", None, []
+
+
+async def read_stream(
+    http: httpx.AsyncClient, method: str, url: str, **options: Any
+) -> tuple[int, list[tuple[str, str | None, Any]]]:
+    """The status and every event of one SSE response, read to its end."""
+    headers = {"Accept": "text/event-stream", **options.pop("headers", {})}
+    async with http.stream(method, url, headers=headers, **options) as response:
+        if response.status_code >= 400:
+            await response.aread()
+            return response.status_code, [("body", None, response.json())]
+        return response.status_code, [item async for item in events(response)]
 
 
 class ServerProcess:

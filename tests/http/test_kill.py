@@ -6,15 +6,13 @@ PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
-from http_server import ServerProcess
+from http_server import ServerProcess, events
 
 from tiny_tasks.http import Client
 from tiny_tasks.savers import PostgresSaver
@@ -40,26 +38,6 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 async def start(store: str, gate: Path, port: int = 0) -> ServerProcess:
     return await asyncio.to_thread(ServerProcess, store, gate, port)
-
-
-async def events(response: httpx.Response) -> AsyncIterator[tuple[str, str | None, Any]]:
-    """(event type, id, data) of an SSE response, as they arrive."""
-    kind, event_id, data = "message", None, []
-    async for line in response.aiter_lines():
-        if line.startswith(":"):
-            continue
-        if line:
-            name, _, value = line.partition(": ")
-            if name == "event":
-                kind = value
-            elif name == "id":
-                event_id = value
-            elif name == "data":
-                data.append(value)
-            continue
-        if data:
-            yield kind, event_id, json.loads("\n".join(data))
-        kind, event_id, data = "message", None, []
 
 
 async def test_a_stream_goes_on_from_another_process_after_a_sigkill(

@@ -38,7 +38,7 @@ from ..savers.base import Checkpointer, RunStatus, check_checkpointer
 from ._errors import error_body, status_of
 from ._json import dumps, plain
 from ._listing import scan
-from ._live import LiveRuns
+from ._live import LiveRuns, Watch
 from ._openapi import openapi_document
 from ._requests import (
     check_input,
@@ -193,17 +193,25 @@ class TaskApp:
         return f"{request.scope.get('root_path', '')}/runs/{quote(run_id, safe='')}"
 
     def stream_response(
-        self, request: Request, run_id: str, after: int, status: str, code: int = 200
+        self,
+        request: Request,
+        run_id: str,
+        after: int,
+        status: str,
+        code: int = 200,
+        following: Watch | None = None,
     ) -> StreamingResponse:
         """The SSE response for run `run_id` after position `after`."""
         return StreamingResponse(
-            self._events(run_id, after, status),
+            self._events(run_id, after, status, following),
             code,
             {**_SSE_HEADERS, "Location": self.location(request, run_id)},
             media_type="text/event-stream",
         )
 
-    async def _events(self, run_id: str, after: int, status: str) -> AsyncIterator[str]:
+    async def _events(
+        self, run_id: str, after: int, status: str, following: Watch | None
+    ) -> AsyncIterator[str]:
         try:
             async for text in watch(
                 self.runs,
@@ -212,6 +220,7 @@ class TaskApp:
                 ping_interval=self.ping_interval,
                 poll_interval=self.poll_interval,
                 status=status,
+                following=following,
             ):
                 yield text
         except Exception as error:  # the response has started: end it with an error event
@@ -276,10 +285,11 @@ async def _start(app: TaskApp, request: Request) -> Response:
         run_id = key
     run_id = run_id or uuid.uuid4().hex
     given = check_input(task, body.get("input"))
-    created = await app.runs.start(task, given, run_id, principal)
-    code = 201 if created else 200
-    if _wants_stream(request):
-        return app.stream_response(request, run_id, _after(request), "running", code)
+    streaming = _wants_stream(request)
+    started = await app.runs.start(task, given, run_id, principal, streaming)
+    code = 201 if started is not None else 200
+    if streaming:
+        return app.stream_response(request, run_id, _after(request), "running", code, started)
     state = await get_run(app.checkpointer, run_id)
     data = _run_json(state) if state is not None else {"run_id": run_id, "status": "done"}
     return _json(data, code, {"Location": app.location(request, run_id)})
@@ -364,11 +374,11 @@ async def _resume(app: TaskApp, request: Request) -> Response:
     if_match = request.headers.get("if-match")
     if if_match is not None:
         if_match = if_match.strip().removeprefix("W/").strip('"')
-    await app.runs.resume(task, command, run_id, principal, if_match)
-    if _wants_stream(request):
-        return app.stream_response(
-            request, run_id, _after(request, stored.delivered - 1), "running"
-        )
+    streaming = _wants_stream(request)
+    started = await app.runs.resume(task, command, run_id, principal, if_match, streaming)
+    if streaming:
+        after = _after(request, stored.delivered - 1)
+        return app.stream_response(request, run_id, after, "running", 200, started)
     state = await get_run(app.checkpointer, run_id)
     data = _run_json(state) if state is not None else {"run_id": run_id, "status": "done"}
     return _json(data, headers={"Location": app.location(request, run_id)})

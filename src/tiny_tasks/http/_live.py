@@ -87,6 +87,10 @@ class LiveRun:
             self.stored.set_result(None)
 
 
+Watch = tuple[LiveRun, "asyncio.Queue[Item] | None"]
+"""A run started here, and a queue subscribed to it from its start (if asked for)."""
+
+
 class LiveRuns:
     """Starts, resumes and re-attaches runs for a `TaskApp`; one per app."""
 
@@ -112,11 +116,18 @@ class LiveRuns:
     # -- starting and resuming -------------------------------------------------------
 
     async def start(
-        self, task: Task[Any, Any, Any], given: Any, run_id: str, principal: str | None
-    ) -> bool:
-        """Start `task` on `given` as run `run_id`; return whether it was started.
+        self,
+        task: Task[Any, Any, Any],
+        given: Any,
+        run_id: str,
+        principal: str | None,
+        watch: bool = False,
+    ) -> Watch | None:
+        """Start `task` on `given` as run `run_id`; return `None` if it existed.
 
-        An existing run of that id with the same input is left as it is (`False`).
+        Returns the started run and, with `watch`, a queue subscribed to it before it
+        started (so it misses nothing). An existing run of that id with the same input
+        is left as it is.
         Raises `InputMismatchError` / `TaskMismatchError` for an existing run with
         another input or task, and whatever the run raised before its first write.
         """
@@ -124,19 +135,21 @@ class LiveRuns:
             stored = await self.load(run_id)
             if stored is not None:
                 self._check_same(stored, task, given)
-                return False
+                return None
             live = LiveRun(run_id, 0)
             try:
-                await self._launch(
-                    live, lambda: task(given, run_id=run_id, checkpointer=self.saver), principal
+                return await self._launch(
+                    live,
+                    lambda: task(given, run_id=run_id, checkpointer=self.saver),
+                    principal,
+                    watch,
                 )
             except RunConflictError:  # created at the same moment by another process
                 stored = await self.load(run_id)
                 if stored is None:
                     raise
                 self._check_same(stored, task, given)
-                return False
-            return True
+                return None
 
     def _check_same(self, stored: Checkpoint, task: Task[Any, Any, Any], given: Any) -> None:
         if stored.task_name != task.name:
@@ -152,10 +165,11 @@ class LiveRuns:
         run_id: str,
         principal: str | None,
         if_match: str | None,
-    ) -> None:
+        watch: bool = False,
+    ) -> Watch:
         """Answer the paused run `run_id` with `command` and drive the rest of it.
 
-        Returns once the answers are stored (of two concurrent answers, the one whose
+        Returns (as `start`) once the answers are stored (of two concurrent answers, the one whose
         write lands first). Raises `InterruptAnsweredError` naming what won when the
         interrupts were answered first by someone else, `VersionMismatchError` when
         `if_match` is not the stored version, `NoCheckpointError` for a missing run.
@@ -171,8 +185,11 @@ class LiveRuns:
                 raise VersionMismatchError(run_id, if_match, stored.version)
             live = LiveRun(run_id, stored.delivered)
             try:
-                await self._launch(
-                    live, lambda: task(command, run_id=run_id, checkpointer=self.saver), principal
+                return await self._launch(
+                    live,
+                    lambda: task(command, run_id=run_id, checkpointer=self.saver),
+                    principal,
+                    watch,
                 )
             except (RunConflictError, NoCheckpointError):
                 # Another process's answer landed between our read and our write.
@@ -221,20 +238,23 @@ class LiveRuns:
                 return self.live[run_id]
             live = LiveRun(run_id, stored.delivered)
             try:
-                await self._launch(live, lambda: task(run_id=run_id, checkpointer=self.saver), None)
+                await self._launch(
+                    live, lambda: task(run_id=run_id, checkpointer=self.saver), None, False
+                )
             except Exception:
                 return None  # another process re-attached it first, or it cannot go on
             return live
 
     async def _launch(
-        self, live: LiveRun, make_stream: Callable[[], Any], principal: str | None
-    ) -> None:
+        self, live: LiveRun, make_stream: Callable[[], Any], principal: str | None, watch: bool
+    ) -> Watch:
         """Start driving `live`; return once its first write is stored.
 
         Raises what the run raised if it ended before storing anything.
         """
         with acting(Acting(principal, live.mark_stored)):
             stream = make_stream()
+        queue = live.subscribe() if watch else None
         live.driver = asyncio.create_task(
             self._drive(live, stream), name=f"tiny-tasks run {live.run_id}"
         )
@@ -243,6 +263,7 @@ class LiveRuns:
         if not live.stored.done():
             error = live.driver.result()
             raise error if isinstance(error, BaseException) else AssertionError(error)
+        return live, queue
 
     async def _drive(self, live: LiveRun, stream: Any) -> Any:
         """Drain the run's stream, feeding the watchers; return an error that ended it

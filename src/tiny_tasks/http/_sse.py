@@ -21,7 +21,7 @@ from .._run import resolve
 from .._values import Interrupt
 from ..savers.base import FINISHED, Checkpoint
 from ._json import dumps
-from ._live import Ending, LiveRun, LiveRuns
+from ._live import Ending, LiveRun, LiveRuns, Watch
 
 __all__ = ["comment", "event", "watch"]
 
@@ -74,13 +74,15 @@ async def watch(
     ping_interval: float,
     poll_interval: float,
     status: str,
+    following: Watch | None = None,
 ) -> AsyncIterator[str]:
-    """The SSE text of run `run_id` for a watcher that has every partial up to `after`."""
+    """The SSE text of run `run_id` for a watcher that has every partial up to `after`
+    (`following`: the run as started here, with a queue subscribed from its start)."""
     ready = {"run_id": run_id, "status": status, "after": after}
     yield "retry: 1000\n" + event("ready", ready, after)
     last = after
-    live: LiveRun | None = None
-    queue: asyncio.Queue[Any] | None = None
+    live: LiveRun | None = following[0] if following else None
+    queue: asyncio.Queue[Any] | None = following[1] if following else None
     pinged = time.monotonic()
     load_partials = getattr(runs.saver, "load_partials", None)
     try:
