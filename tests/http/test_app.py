@@ -83,6 +83,13 @@ def replayed(saver: Any, events: list[Any]) -> list[Any]:
     return events if hasattr(saver, "load_partials") else []
 
 
+async def started(http: httpx.AsyncClient, **body: Any) -> list[Any]:
+    """Start a run and follow its stream until it pauses or ends; its events."""
+    status, seen = await read_stream(http, "POST", "/runs", json=body)
+    assert status == 201, seen
+    return seen
+
+
 async def stored_runs(http: httpx.AsyncClient) -> list[tuple[str, str, int]]:
     page = (await http.get("/runs", params={"limit": 1000})).json()
     return [(run["run_id"], run["status"], run["version"]) for run in page["runs"]]
@@ -170,6 +177,7 @@ async def test_an_existing_run_id_with_the_same_input_starts_nothing(
 ) -> None:
     body = {"task": "review", "input": "a.txt"}
     first = await http.post("/runs", json=body, headers={"Idempotency-Key": "key-1"})
+    await read_stream(http, "GET", "/runs/key-1/stream")  # until it paused
     again = await http.post("/runs", json=body, headers={"Idempotency-Key": "key-1"})
     other = await http.post(
         "/runs", json={**body, "input": "b.txt"}, headers={"Idempotency-Key": "key-1"}
@@ -283,6 +291,7 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
 
 async def test_bad_requests_get_a_clear_4xx_and_change_nothing(http: httpx.AsyncClient) -> None:
     await http.post("/runs", json={"task": "review", "input": "p", "run_id": "p1"})
+    await read_stream(http, "GET", "/runs/p1/stream")  # until it paused
     before = await stored_runs(http)
     for method, url, options, status, kind in BAD_REQUESTS:
         response = await http.request(method, url, **options)
@@ -313,7 +322,7 @@ async def test_a_failing_run_ends_its_stream_with_an_error_event(http: httpx.Asy
 async def test_a_stream_resumes_after_last_event_id_or_after(
     http: httpx.AsyncClient, saver: Any
 ) -> None:
-    await http.post("/runs", json={"task": "approvals", "input": 3, "run_id": "s"})
+    await started(http, **{"task": "approvals", "input": 3, "run_id": "s"})
     for answer in ("a", "b"):
         await read_stream(http, "GET", "/runs/s/stream")
         await http.post("/runs/s/resume", json={"resume": answer})
@@ -362,8 +371,8 @@ async def test_many_watchers_see_the_same_stream_with_pings_while_idle(
 
 async def test_runs_are_listed_newest_first_a_page_at_a_time(http: httpx.AsyncClient) -> None:
     for number in range(5):
-        await http.post("/runs", json={"task": "review", "input": "x", "run_id": f"l{number}"})
-    await http.post("/runs", json={"task": "approvals", "input": 1, "run_id": "other"})
+        await started(http, **{"task": "review", "input": "x", "run_id": f"l{number}"})
+    await started(http, **{"task": "approvals", "input": 1, "run_id": "other"})
     pages, cursor = [], None
     while True:
         params = {"limit": 2, "task": "review", **({"cursor": cursor} if cursor else {})}
@@ -378,9 +387,9 @@ async def test_runs_are_listed_newest_first_a_page_at_a_time(http: httpx.AsyncCl
 
 
 async def test_every_pending_interrupt_oldest_first(http: httpx.AsyncClient) -> None:
-    await http.post("/runs", json={"task": "review", "input": "one", "run_id": "i1"})
-    await http.post("/runs", json={"task": "approvals", "input": 2, "run_id": "i2"})
-    await http.post("/runs", json={"task": "review", "input": "three", "run_id": "i3"})
+    await started(http, **{"task": "review", "input": "one", "run_id": "i1"})
+    await started(http, **{"task": "approvals", "input": 2, "run_id": "i2"})
+    await started(http, **{"task": "review", "input": "three", "run_id": "i3"})
     found = (await http.get("/interrupts")).json()
     assert [(i["run_id"], i["id"], i["value"]) for i in found["interrupts"]] == [
         ("i1", "review/interrupt#0", {"approve": "one"}),
@@ -396,7 +405,7 @@ async def test_every_pending_interrupt_oldest_first(http: httpx.AsyncClient) -> 
 
 
 async def test_a_deleted_run_is_gone(http: httpx.AsyncClient) -> None:
-    await http.post("/runs", json={"task": "review", "input": "d", "run_id": "d"})
+    await started(http, **{"task": "review", "input": "d", "run_id": "d"})
     assert (await http.delete("/runs/d")).status_code == 204
     assert (await http.get("/runs/d")).status_code == 404
     assert await stored_runs(http) == []
