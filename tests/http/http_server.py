@@ -91,6 +91,12 @@ async def read_stream(
         return response.status_code, [item async for item in events(response)]
 
 
+def replayed(saver: Any, events: list[Any]) -> list[Any]:
+    """`events`, which a stream replays from the store, if the saver keeps the stream
+    log (a saver without `load_partials` can only stream partials as they are made)."""
+    return events if hasattr(saver, "load_partials") else []
+
+
 class ServerProcess:
     """`tiny-tasks serve STORE --app http_app.py` in a child process."""
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from http_server import events, read_stream, serving
+from http_server import events, read_stream, replayed, serving
 from starlette.requests import Request
 
 from tiny_tasks import get_run, interrupt, task
@@ -75,12 +75,6 @@ async def http(saver: Any) -> AsyncIterator[httpx.AsyncClient]:
     app = TaskApp(TASKS, saver, auth=who, ping_interval=0.05)
     async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         yield client
-
-
-def replayed(saver: Any, events: list[Any]) -> list[Any]:
-    """`events`, which a stream replays from the store, if the saver keeps the stream
-    log (a saver without `load_partials` can only stream partials as they are made)."""
-    return events if hasattr(saver, "load_partials") else []
 
 
 async def started(http: httpx.AsyncClient, **body: Any) -> list[Any]:

@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from .._inspect import delete_run, get_run
 from .._journal import decode_journal
+from .._run import NO_INPUT
 from .._task import Task
 from .._values import Command
 from ..errors import (
@@ -284,9 +285,12 @@ async def _start(app: TaskApp, request: Request) -> Response:
             )
         run_id = key
     run_id = run_id or uuid.uuid4().hex
-    given = check_input(task, body.get("input"))
+    # Without an input, a stored run is continued with its own (a re-attach).
+    given = check_input(task, body["input"]) if "input" in body else NO_INPUT
     streaming = _wants_stream(request)
-    started = await app.runs.start(task, given, run_id, principal, streaming)
+    started = await app.runs.start(
+        task, given, run_id, principal, streaming, lambda: check_input(task, None)
+    )
     code = 201 if started is not None else 200
     if streaming:
         return app.stream_response(request, run_id, _after(request), "running", code, started)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .._acting import Acting, acting
 from .._journal import decode_journal
-from .._run import resolve
+from .._run import NO_INPUT, resolve
 from .._task import Task
 from .._values import Command, Interrupt
 from ..errors import (
@@ -122,12 +122,14 @@ class LiveRuns:
         run_id: str,
         principal: str | None,
         watch: bool = False,
+        no_input: Callable[[], Any] = lambda: None,
     ) -> Watch | None:
         """Start `task` on `given` as run `run_id`; return `None` if it existed.
 
         Returns the started run and, with `watch`, a queue subscribed to it before it
         started (so it misses nothing). An existing run of that id with the same input
-        is left as it is.
+        (or `given=NO_INPUT`) is left as it is; a new run without input starts on
+        `no_input()`.
         Raises `InputMismatchError` / `TaskMismatchError` for an existing run with
         another input or task, and whatever the run raised before its first write.
         """
@@ -136,6 +138,8 @@ class LiveRuns:
             if stored is not None:
                 self._check_same(stored, task, given)
                 return None
+            if given is NO_INPUT:
+                given = no_input()
             live = LiveRun(run_id, 0)
             try:
                 return await self._launch(
@@ -155,7 +159,7 @@ class LiveRuns:
         if stored.task_name != task.name:
             raise TaskMismatchError(stored.run_id, stored.task_name, task.name)
         journal = decode_journal(stored, self.serde)
-        if journal.input != given:
+        if given is not NO_INPUT and journal.input != given:
             raise InputMismatchError(stored.run_id, journal.input, given)
 
     async def resume(
