@@ -1,5 +1,7 @@
 """Tasks served by the server processes of the HTTP tests (`tiny-tasks serve --app`).
 
+`approvals(count)` pauses `count` times and yields each answer.
+
 `counter(total)` yields 0, 1, ..., total - 1, then pauses on an interrupt. Before
 yielding `total // 2` it waits until the file named by the environment variable
 `TT_GATE` exists, so a test can kill the server while the run is parked there, with
@@ -25,3 +27,9 @@ async def counter(total: int) -> AsyncIterator[int]:
                 await asyncio.sleep(0.005)
         yield number
     interrupt({"counted": total})
+
+
+@task
+async def approvals(count: int) -> AsyncIterator[object]:
+    for number in range(count):
+        yield interrupt(number)

@@ -100,7 +100,7 @@ def replayed(saver: Any, events: list[Any]) -> list[Any]:
 class ServerProcess:
     """`tiny-tasks serve STORE --app http_app.py` in a child process."""
 
-    def __init__(self, store: str, gate: Path, port: int = 0) -> None:
+    def __init__(self, store: str, gate: Path, port: int = 0, orphan_after: float = 0.0) -> None:
         env = {**os.environ, "TT_GATE": str(gate), "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             [
@@ -114,7 +114,7 @@ class ServerProcess:
                 "--port",
                 str(port),
                 "--orphan-after",
-                "0",
+                str(orphan_after),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

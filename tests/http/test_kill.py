@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from http_server import ServerProcess, events
+from http_server import ServerProcess, events, read_stream
 
 from tiny_tasks.http import Client
 from tiny_tasks.savers import PostgresSaver
@@ -36,8 +36,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     )
 
 
-async def start(store: str, gate: Path, port: int = 0) -> ServerProcess:
-    return await asyncio.to_thread(ServerProcess, store, gate, port)
+async def start(store: str, gate: Path, port: int = 0, orphan_after: float = 0.0) -> ServerProcess:
+    return await asyncio.to_thread(ServerProcess, store, gate, port, orphan_after)
 
 
 async def test_a_stream_goes_on_from_another_process_after_a_sigkill(
@@ -109,3 +109,38 @@ async def test_the_client_reconnects_by_itself_to_a_server_restarted_under_it(
             second.stop()
     assert seen == list(range(TOTAL))
     assert interrupts == [("counter/interrupt#0", {"counted": TOTAL}, "c1")]
+
+
+async def test_two_processes_answering_one_interrupt_at_once_one_wins_50_rounds(
+    store: str, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    servers = [await start(store, gate, orphan_after=3600) for _ in range(2)]
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            urls = [server.url for server in servers]
+            await http.post(
+                f"{urls[0]}/runs", json={"task": "approvals", "input": 51, "run_id": "a"}
+            )
+            winners = []
+            for number in range(50):
+                _, seen = await read_stream(http, "GET", f"{urls[number % 2]}/runs/a/stream")
+                assert (seen[-1][0], seen[-1][2]["value"]) == ("interrupt", number)
+                site = seen[-1][2]["id"]
+                responses = await asyncio.gather(
+                    *(
+                        http.post(f"{url}/runs/a/resume", json={"answers": {site: url}})
+                        for url in urls
+                    )
+                )
+                codes = sorted(response.status_code for response in responses)
+                assert codes == [200, 409], [response.text for response in responses]
+                loser = next(response for response in responses if response.status_code == 409)
+                winner = urls[[response.status_code for response in responses].index(200)]
+                assert loser.json()["type"] == "InterruptAnsweredError"
+                assert loser.json()["answered"] == {site: {"value": winner, "by": None}}
+                winners.append(winner)
+    finally:
+        for server in servers:
+            server.stop()
+    assert len(winners) == 50

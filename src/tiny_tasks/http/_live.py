@@ -28,6 +28,7 @@ from ..errors import (
     RunCancelled,
     RunConflictError,
     TaskMismatchError,
+    UnknownInterruptError,
     VersionMismatchError,
 )
 from ..savers.base import FINISHED, Checkpoint, Checkpointer
@@ -195,7 +196,7 @@ class LiveRuns:
                     principal,
                     watch,
                 )
-            except (RunConflictError, NoCheckpointError):
+            except (RunConflictError, NoCheckpointError, UnknownInterruptError):
                 # Another process's answer landed between our read and our write.
                 stored = await self.load(run_id)
                 if stored is None:
