@@ -50,7 +50,7 @@ from ._requests import (
     run_id_field,
     string_field,
 )
-from ._sse import event, watch
+from ._sse import event, partial_event, watch
 from ._ui import ui_routes
 
 __all__ = ["TaskApp"]
@@ -125,7 +125,7 @@ class TaskApp:
         self.ping_interval = ping_interval
         self.poll_interval = poll_interval
         self.max_body_bytes = max_body_bytes
-        self.runs = LiveRuns(by_name, checkpointer, orphan_after)
+        self.runs = LiveRuns(by_name, checkpointer, orphan_after, partial_event)
         routes = [
             Route("/runs", self._bind(_start), methods=["POST"]),
             Route("/runs", self._bind(_list), methods=["GET"]),

@@ -50,14 +50,19 @@ class Ending:
     error: tuple[str, str] | None = None
 
 
-Item = tuple[int, Any] | Ending
+Item = tuple[int, str] | Ending
 
 
 class LiveRun:
-    """One run driven by this process: its next partial's position, its watchers."""
+    """One run driven by this process: its next partial's position, its watchers.
 
-    def __init__(self, run_id: str, next_seq: int) -> None:
+    Watchers receive `(seq, text)` for each partial (`text`: its SSE event, from
+    `encode(seq, value)`), then the `Ending`.
+    """
+
+    def __init__(self, run_id: str, next_seq: int, encode: Callable[[int, Any], str]) -> None:
         self.run_id = run_id
+        self.encode = encode
         self.next_seq = next_seq
         self.ending: Ending | None = None
         self.stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -82,6 +87,11 @@ class LiveRun:
         for queue in self._watchers:
             queue.put_nowait(item)
 
+    def publish_partial(self, seq: int, value: Any) -> None:
+        """Hand partial `seq` to every watcher, as its SSE text (encoded once for all)."""
+        if self._watchers:
+            self.publish((seq, self.encode(seq, value)))
+
     def mark_stored(self) -> None:
         """The attempt's first write is stored (called by the engine, see `_acting`)."""
         if not self.stored.done():
@@ -96,12 +106,17 @@ class LiveRuns:
     """Starts, resumes and re-attaches runs for a `TaskApp`; one per app."""
 
     def __init__(
-        self, tasks: dict[str, Task[Any, Any, Any]], saver: Checkpointer, orphan_after: float
+        self,
+        tasks: dict[str, Task[Any, Any, Any]],
+        saver: Checkpointer,
+        orphan_after: float,
+        encode: Callable[[int, Any], str],
     ) -> None:
         self.tasks = tasks
         self.saver = saver
         self.serde: Serializer = getattr(saver, "serde", None) or default_serializer()
         self.orphan_after = orphan_after
+        self.encode = encode
         self.live: dict[str, LiveRun] = {}
         # One lock per run id while someone holds it: requests of this process that start,
         # resume or re-attach one run go one at a time.
@@ -141,7 +156,7 @@ class LiveRuns:
                 return None
             if given is NO_INPUT:
                 given = no_input()
-            live = LiveRun(run_id, 0)
+            live = LiveRun(run_id, 0, self.encode)
             try:
                 return await self._launch(
                     live,
@@ -188,7 +203,7 @@ class LiveRuns:
             self._check_still_pending(stored, command)
             if if_match is not None and if_match != str(stored.version):
                 raise VersionMismatchError(run_id, if_match, stored.version)
-            live = LiveRun(run_id, stored.delivered)
+            live = LiveRun(run_id, stored.delivered, self.encode)
             try:
                 return await self._launch(
                     live,
@@ -241,7 +256,7 @@ class LiveRuns:
         async with self._lock(run_id):
             if run_id in self.live:
                 return self.live[run_id]
-            live = LiveRun(run_id, stored.delivered)
+            live = LiveRun(run_id, stored.delivered, self.encode)
             try:
                 await self._launch(
                     live, lambda: task(run_id=run_id, checkpointer=self.saver), None, False
@@ -286,7 +301,7 @@ class LiveRuns:
                     live.next_seq, rewound = snapshot.rewind, True
                 seq = live.next_seq
                 live.next_seq += 1
-                live.publish((seq, partial))
+                live.publish_partial(seq, partial)
             if interrupts:
                 ending = Ending("interrupt", tuple(interrupts))
             else:

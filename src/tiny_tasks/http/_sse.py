@@ -35,6 +35,11 @@ def event(kind: str, data: Any, event_id: int | None = None) -> str:
     return f"{head}data: {dumps(data)}\n\n"
 
 
+def partial_event(seq: int, value: Any) -> str:
+    """The event of partial `seq`."""
+    return event("partial", value, seq)
+
+
 def comment(text: str) -> str:
     """An SSE comment line (a keep-alive the client ignores)."""
     return f": {text}\n\n"
@@ -144,7 +149,7 @@ async def _follow(queue: asyncio.Queue[Any], last: int, ping_interval: float) ->
             for text in ending_events(item):
                 yield text
             return
-        seq, value = item
+        seq, text = item
         if seq > last:
-            yield event("partial", value, seq)
+            yield text
             last = seq
