@@ -48,6 +48,9 @@ async def serve(
         raise
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    # Event streams never end by themselves: on SIGTERM, give requests a few seconds,
+    # then close what is still open (clients reconnect, to this server or another).
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
     print(f"tiny-tasks: serving {len(app.tasks)} task(s) on http://{shown}:{bound}", flush=True)
     await server.serve(sockets=[sock])
