@@ -36,13 +36,14 @@ from ..serde import Serializer, default_serializer
 
 __all__ = ["Ending", "LiveRun", "LiveRuns"]
 
-EndKind = Literal["interrupt", "done", "error", "cancelled"]
+EndKind = Literal["interrupt", "done", "error", "cancelled", "sleeping"]
 
 
 @dataclass(frozen=True, slots=True)
 class Ending:
-    """How one attempt at a run ended: paused on `interrupts`, done with `result`, or
-    failed / cancelled with `error` (type name, message)."""
+    """How one attempt at a run ended: paused on `interrupts`, done with `result`,
+    failed / cancelled with `error` (type name, message), or asleep (a timer or a
+    message will wake it: not an end for its watchers)."""
 
     kind: EndKind
     interrupts: tuple[Interrupt, ...] = ()
@@ -304,6 +305,8 @@ class LiveRuns:
                 live.publish_partial(seq, partial)
             if interrupts:
                 ending = Ending("interrupt", tuple(interrupts))
+            elif getattr(stream, "status", None) == "sleeping":
+                ending = Ending("sleeping")
             else:
                 ending = Ending("done", result=stream.result)
         except RunCancelled as error:

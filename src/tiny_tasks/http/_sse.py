@@ -90,16 +90,17 @@ async def watch(
     queue: asyncio.Queue[Any] | None = following[1] if following else None
     pinged = time.monotonic()
     load_partials = getattr(runs.saver, "load_partials", None)
+    caught_up = False  # read the store since subscribing to this process's driver
     try:
         while True:
             if queue is None:
                 live = runs.live.get(run_id)
                 if live is not None:
-                    queue = live.subscribe()
+                    queue, caught_up = live.subscribe(), False
             # The run's status is read before its partials: if it has ended, every
             # partial it delivered is already stored.
             stored = await runs.load(run_id) if queue is None else None
-            if load_partials is not None:
+            if load_partials is not None and not caught_up:
                 while True:
                     rows = await resolve(load_partials(run_id, last, PAGE))
                     for seq, data in rows:
@@ -107,15 +108,37 @@ async def watch(
                         last = seq
                     if len(rows) < PAGE:
                         break
+                caught_up = queue is not None
             if queue is not None:
-                async for text in _follow(queue, last, ping_interval):
-                    yield text
-                return
+                # Pushed by this process's driver: partials after `last`, then the end.
+                try:
+                    item = await asyncio.wait_for(queue.get(), ping_interval)
+                except TimeoutError:
+                    yield comment("ping")
+                    continue
+                while not isinstance(item, Ending):
+                    seq, text = item
+                    if seq > last:
+                        yield text
+                        last = seq
+                    if queue.empty():
+                        break
+                    item = queue.get_nowait()
+                if not isinstance(item, Ending):
+                    continue
+                assert live is not None
+                live.unsubscribe(queue)
+                live = queue = None
+                if item.kind != "sleeping":
+                    for text in ending_events(item):
+                        yield text
+                    return
+                continue  # asleep: follow it from the store until it goes on
             if stored is None:
                 yield event(
                     "error",
                     {
-                        "type": "NoCheckpointError",
+                        "type": "UnknownRunError",
                         "message": f"run {run_id!r} is no longer stored (deleted, or it "
                         "finished without keeping its outcome)",
                     },
@@ -135,21 +158,3 @@ async def watch(
     finally:
         if live is not None and queue is not None:
             live.unsubscribe(queue)
-
-
-async def _follow(queue: asyncio.Queue[Any], last: int, ping_interval: float) -> AsyncIterator[str]:
-    """Partials pushed by this process's driver after `last`, then the ending."""
-    while True:
-        try:
-            item = await asyncio.wait_for(queue.get(), ping_interval)
-        except TimeoutError:
-            yield comment("ping")
-            continue
-        if isinstance(item, Ending):
-            for text in ending_events(item):
-                yield text
-            return
-        seq, text = item
-        if seq > last:
-            yield text
-            last = seq
