@@ -21,7 +21,10 @@ __all__ = ["Cursor", "check_scan", "postgres_scan", "scan_checkpoints", "sqlite_
 Cursor = tuple[float, str]
 """A position in the listing: the `(created_at, run_id)` of the last run of a page."""
 
-_COLUMNS = "run_id, task_name, status, version, delivered, pending, {state}, created_at, updated_at"
+_COLUMNS = (
+    "run_id, task_name, status, version, delivered, pending, {state}, created_at, updated_at,"
+    " lease_owner, lease_expires, wake_at, cancel_requested"
+)
 
 
 def check_scan(limit: int, after: Cursor | None) -> None:
@@ -142,7 +145,8 @@ async def postgres_scan(
 
 
 def _checkpoint(row: Any, pending: tuple[str, ...]) -> Checkpoint:
-    run_id, task_name, status, version, delivered, _, state, created_at, updated_at = row
+    run_id, task_name, status, version, delivered, _, state, created_at, updated_at = row[:9]
+    lease_owner, lease_expires, wake_at, cancel_requested = row[9:]
     return Checkpoint(
         run_id,
         task_name,
@@ -154,4 +158,8 @@ def _checkpoint(row: Any, pending: tuple[str, ...]) -> Checkpoint:
         (),
         created_at,
         updated_at,
+        lease_owner,
+        lease_expires,
+        wake_at,
+        bool(cancel_requested),
     )
