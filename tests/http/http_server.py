@@ -98,7 +98,8 @@ def replayed(saver: Any, events: list[Any]) -> list[Any]:
 
 
 class ServerProcess:
-    """`tiny-tasks serve STORE --app http_app.py` in a child process."""
+    """`tiny-tasks serve STORE --app http_app.py` in a child process, with leases of
+    1 s (a killed server's runs are taken over 1 s after its last renewal)."""
 
     def __init__(self, store: str, gate: Path, port: int = 0, orphan_after: float = 0.0) -> None:
         env = {**os.environ, "TT_GATE": str(gate), "PYTHONUNBUFFERED": "1"}
@@ -115,6 +116,8 @@ class ServerProcess:
                 str(port),
                 "--orphan-after",
                 str(orphan_after),
+                "--lease",
+                "1",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -247,6 +247,14 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("GET", "/runs/missing", {}, 404, "UnknownRunError"),
     ("DELETE", "/runs/missing", {}, 404, "UnknownRunError"),
     ("GET", "/runs/missing/stream", {}, 404, "UnknownRunError"),
+    ("POST", "/runs/missing/cancel", {}, 404, "UnknownRunError"),
+    (
+        "GET",
+        "/runs/p1/stream",
+        {"params": {"cancel_on_disconnect": "maybe"}},
+        422,
+        "InvalidRequestError",
+    ),
     ("POST", "/runs/missing/resume", {"json": {"resume": 1}}, 404, "NoCheckpointError"),
     ("POST", "/runs/p1/resume", {"json": {}}, 422, "InvalidRequestError"),
     (
@@ -403,3 +411,58 @@ async def test_a_deleted_run_is_gone(http: httpx.AsyncClient) -> None:
     assert (await http.delete("/runs/d")).status_code == 204
     assert (await http.get("/runs/d")).status_code == 404
     assert await stored_runs(http) == []
+
+
+async def test_a_paused_run_cancelled_is_unwound_at_once(http: httpx.AsyncClient) -> None:
+    await started(http, task="review", input="c", run_id="c1")
+    cancelled = await http.post("/runs/c1/cancel")
+    assert (cancelled.status_code, cancelled.json()["cancel_requested"]) == (202, True)
+    _, seen = await read_stream(http, "GET", "/runs/c1/stream", params={"after": "0"})
+    assert seen[1:] == [
+        ("cancelled", None, {"type": "RunCancelled", "message": seen[-1][2]["message"]})
+    ]
+    shown = (await http.get("/runs/c1")).json()
+    assert (shown["status"], shown["outcome"], shown["error"][0]) == (
+        "cancelled",
+        "cancelled",
+        "RunCancelled",
+    )
+
+
+async def test_a_client_leaving_with_cancel_on_disconnect_cancels_its_run(
+    http: httpx.AsyncClient,
+) -> None:
+    GATES["leaving"] = gate = asyncio.Event()
+    body = {"task": "gated", "input": "leaving", "run_id": "leaving"}
+    headers = {"Accept": "text/event-stream"}
+    params = {"cancel_on_disconnect": "true"}
+    async with http.stream("POST", "/runs", json=body, headers=headers, params=params) as response:
+        async for kind, _, _ in events(response):
+            assert kind == "ready"
+            break  # and leave
+    # The server asks for the cancel as the connection closes: wait until it has.
+    while not (await http.get("/runs/leaving")).json()["cancel_requested"]:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    gate.set()
+    _, seen = await read_stream(http, "GET", "/runs/leaving/stream")
+    assert [kind for kind, _, _ in seen] == ["ready", "cancelled"]
+    assert (await http.get("/runs/leaving")).json()["status"] == "cancelled"
+
+
+async def test_a_client_leaving_does_not_stop_the_run(http: httpx.AsyncClient, saver: Any) -> None:
+    GATES["stays"] = gate = asyncio.Event()
+    body = {"task": "gated", "input": "stays", "run_id": "stays"}
+    async with http.stream(
+        "POST", "/runs", json=body, headers={"Accept": "text/event-stream"}
+    ) as response:
+        async for kind, _, _ in events(response):
+            assert kind == "ready"
+            break
+    gate.set()
+    _, seen = await read_stream(http, "GET", "/runs/stays/stream")
+    if not hasattr(saver, "load_partials"):  # made before this watcher came: not replayed
+        seen = [item for item in seen if item[0] != "partial"]
+    assert seen[1:] == [
+        *replayed(saver, [("partial", "0", 0), ("partial", "1", 1)]),
+        ("done", None, {"result": None}),
+    ]

@@ -90,10 +90,11 @@ async def test_submit_then_read_the_run(client: Client, saver: Any) -> None:
 async def test_a_second_answer_is_refused_with_what_won(client: Client) -> None:
     remote = client.task("review")
     [_ async for _ in remote("d.txt", run_id="r4")]
-    [_ async for _ in remote.resume("first", run_id="r4", answers=None)]
+    [_ async for _ in remote.resume("first", run_id="r4")]  # it finishes, kept
     with pytest.raises(RemoteError) as refused:
         [_ async for _ in remote.resume("second", run_id="r4")]
-    assert (refused.value.status, refused.value.type) == (404, "NoCheckpointError")
+    assert (refused.value.status, refused.value.type) == (409, "InterruptAnsweredError")
+    assert refused.value.body["answered"] == {"review/interrupt#0": {"value": "first", "by": None}}
 
 
 @pytest.mark.parametrize("saver", ["memory"], indirect=True)

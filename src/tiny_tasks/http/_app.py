@@ -7,12 +7,13 @@ responses in one place (`_errors`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
 import typing
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from .._cancel import cancel_run
+from .._driver import DEFAULT_LEASE_SECONDS, Driver
 from .._inspect import delete_run, get_run
 from .._journal import decode_journal
 from .._run import NO_INPUT
@@ -96,6 +99,10 @@ class TaskApp:
     another process looks for news in the store. `orphan_after`: a running run
     without a lease that has not been written for this many seconds is taken over
     when a client watches it (its driver died). `ui=True` serves the inbox under `/ui`.
+    `keep`: runs started here keep their outcome when they finish (as submitted runs
+    do), so their streams can be replayed and `GET /runs/{id}` shows how they ended.
+    `lease_seconds`: the lease a run driven here holds (renewed every third of it);
+    when this process dies, another takes its runs over once their leases expire.
 
     Raises `CheckpointerTypeError` for something that is not a checkpointer and
     `ValueError` for two tasks of one name.
@@ -112,6 +119,8 @@ class TaskApp:
         poll_interval: float = 0.2,
         orphan_after: float = 30.0,
         max_body_bytes: int = 1 << 20,
+        keep: bool = True,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         check_checkpointer(checkpointer)
         by_name: dict[str, Task[Any, Any, Any]] = {}
@@ -125,7 +134,11 @@ class TaskApp:
         self.ping_interval = ping_interval
         self.poll_interval = poll_interval
         self.max_body_bytes = max_body_bytes
-        self.runs = LiveRuns(by_name, checkpointer, orphan_after, partial_event)
+        # Runs driven here keep their outcome (so a stream can be replayed, and its
+        # end known, after the run finished) and hold leases of `lease_seconds`.
+        driver = Driver(keep=keep, lease_seconds=lease_seconds, renew_seconds=lease_seconds / 3)
+        self.runs = LiveRuns(by_name, checkpointer, orphan_after, partial_event, driver)
+        self._tasks: set[asyncio.Task[Any]] = set()
         routes = [
             Route("/runs", self._bind(_start), methods=["POST"]),
             Route("/runs", self._bind(_list), methods=["GET"]),
@@ -133,6 +146,7 @@ class TaskApp:
             Route("/runs/{run_id}", self._bind(_delete), methods=["DELETE"]),
             Route("/runs/{run_id}/stream", self._bind(_stream), methods=["GET"]),
             Route("/runs/{run_id}/resume", self._bind(_resume), methods=["POST"]),
+            Route("/runs/{run_id}/cancel", self._bind(_cancel), methods=["POST"]),
             Route("/interrupts", self._bind(_interrupts), methods=["GET"]),
             Route("/openapi.json", self._bind(_openapi), methods=["GET"]),
         ]
@@ -160,6 +174,7 @@ class TaskApp:
     async def aclose(self) -> None:
         """Stop driving the runs this app drives (they stay stored where they are, for
         another server process or a worker to continue)."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.runs.aclose()
 
     def openapi(self) -> dict[str, Any]:
@@ -203,16 +218,23 @@ class TaskApp:
         following: Watch | None = None,
     ) -> StreamingResponse:
         """The SSE response for run `run_id` after position `after`."""
+        cancel = _flag(request, "cancel_on_disconnect")
         return StreamingResponse(
-            self._events(run_id, after, status, following),
+            self._events(run_id, after, status, following, cancel),
             code,
             {**_SSE_HEADERS, "Location": self.location(request, run_id)},
             media_type="text/event-stream",
         )
 
     async def _events(
-        self, run_id: str, after: int, status: str, following: Watch | None
+        self,
+        run_id: str,
+        after: int,
+        status: str,
+        following: Watch | None,
+        cancel_on_disconnect: bool,
     ) -> AsyncIterator[str]:
+        ended = False
         try:
             async for text in watch(
                 self.runs,
@@ -224,15 +246,44 @@ class TaskApp:
                 following=following,
             ):
                 yield text
+            ended = True
         except Exception as error:  # the response has started: end it with an error event
+            ended = True
             body = error_body(error, status_of(error))
             yield event("error", {"type": body["type"], "message": body["message"]})
+        finally:
+            if cancel_on_disconnect and not ended:
+                # The client left before the run ended. This generator is being
+                # cancelled: the cancel request goes on in a task of its own.
+                self._background(self.cancel(run_id))
+
+    async def cancel(self, run_id: str) -> Any:
+        """Ask for run `run_id` to be cancelled; a paused or sleeping run nobody
+        drives is unwound here at once. Returns its fields (`None` if not stored)."""
+        info = await cancel_run(self.checkpointer, run_id)
+        if info is not None and run_id not in self.runs.live:
+            stored = await self.runs.load(run_id)
+            if stored is not None:
+                await self.runs.adopt(stored)
+        return info
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(error.status_code, "HTTPError")
     return _json({"type": kind, "message": str(error.detail)}, error.status_code)
+
+
+def _flag(request: Request, name: str) -> bool:
+    text = request.query_params.get(name, "false").lower()
+    if text not in ("true", "false", "1", "0", ""):
+        raise InvalidRequestError(f"{name!r} must be true or false, not {text[:40]!r}")
+    return text in ("true", "1")
 
 
 def _wants_stream(request: Request) -> bool:
@@ -386,6 +437,16 @@ async def _resume(app: TaskApp, request: Request) -> Response:
     state = await get_run(app.checkpointer, run_id)
     data = _run_json(state) if state is not None else {"run_id": run_id, "status": "done"}
     return _json(data, headers={"Location": app.location(request, run_id)})
+
+
+async def _cancel(app: TaskApp, request: Request) -> Response:
+    await app.principal(request)
+    run_id = _path_run_id(request)
+    if await app.cancel(run_id) is None:
+        raise UnknownRunError(run_id)
+    state = await get_run(app.checkpointer, run_id)
+    data = _run_json(state) if state is not None else {"run_id": run_id, "status": "cancelled"}
+    return _json(data, 202, {"Location": app.location(request, run_id)})
 
 
 async def _interrupts(app: TaskApp, request: Request) -> Response:

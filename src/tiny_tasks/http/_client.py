@@ -130,6 +130,18 @@ class Client:
             if cursor is None:
                 return found
 
+    async def cancel_run(self, run_id: str) -> dict[str, Any] | None:
+        """Ask for the run to be cancelled (as `tiny_tasks.cancel_run`); returns the run
+        as `GET /runs/{id}` shows it then, or `None` when it is not stored."""
+        try:
+            response = await self.request("POST", _run_path(run_id) + "/cancel")
+        except RemoteError as error:
+            if error.status == 404 and error.type == "UnknownRunError":
+                return None
+            raise
+        found: dict[str, Any] = response.json()
+        return found
+
     async def delete_run(self, run_id: str) -> bool:
         """Delete the run; returns whether it was stored."""
         try:

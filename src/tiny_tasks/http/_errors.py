@@ -33,11 +33,13 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (errors.AmbiguousResumeError, 409),
     (errors.UnknownInterruptError, 409),
     (errors.InterruptTimeoutError, 409),
+    (errors.ReplayMismatchError, 409),
     (errors.VersionMismatchError, 412),
     (errors.RequestTooLargeError, 413),
     (errors.InvalidRequestError, 422),
     (errors.InvalidRunIdError, 422),
     (errors.SerializationError, 422),
+    (errors.CheckpointerTypeError, 501),
     (errors.StorageError, 503),
     (errors.SaverConnectionError, 503),
 )

@@ -10,13 +10,14 @@ Watchers in other processes read the same partials from the store.
 from __future__ import annotations
 
 import asyncio
-import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from .._acting import Acting, acting
+from .._clock import current_clock
+from .._driver import Driver, driving
 from .._journal import decode_journal
 from .._run import NO_INPUT, resolve
 from .._task import Task
@@ -25,6 +26,7 @@ from ..errors import (
     InputMismatchError,
     InterruptAnsweredError,
     NoCheckpointError,
+    RunBusyError,
     RunCancelled,
     RunConflictError,
     TaskMismatchError,
@@ -112,8 +114,10 @@ class LiveRuns:
         saver: Checkpointer,
         orphan_after: float,
         encode: Callable[[int, Any], str],
+        driver: Driver,
     ) -> None:
         self.tasks = tasks
+        self.driver = driver
         self.saver = saver
         self.serde: Serializer = getattr(saver, "serde", None) or default_serializer()
         self.orphan_after = orphan_after
@@ -157,20 +161,22 @@ class LiveRuns:
                 return None
             if given is NO_INPUT:
                 given = no_input()
+            # Stored first (queued, with its input and who submitted it): from here on
+            # the run exists whatever happens to this process; then driven here.
+            with acting(Acting(principal)):
+                await task.submit(
+                    given,
+                    run_id=run_id,
+                    checkpointer=self.saver,
+                    keep=self.driver.keep is not False,
+                )
             live = LiveRun(run_id, 0, self.encode)
             try:
-                return await self._launch(
-                    live,
-                    lambda: task(given, run_id=run_id, checkpointer=self.saver),
-                    principal,
-                    watch,
-                )
-            except RunConflictError:  # created at the same moment by another process
-                stored = await self.load(run_id)
-                if stored is None:
-                    raise
-                self._check_same(stored, task, given)
-                return None
+                return await self._launch(live, self._reattach(task, run_id), None, watch)
+            except (RunBusyError, RunConflictError):
+                # Submitted at the same moment by another request, or claimed by a
+                # worker first: it is driven elsewhere; watchers follow it from the store.
+                return live, None
 
     def _check_same(self, stored: Checkpoint, task: Task[Any, Any, Any], given: Any) -> None:
         if stored.task_name != task.name:
@@ -208,11 +214,13 @@ class LiveRuns:
             try:
                 return await self._launch(
                     live,
-                    lambda: task(command, run_id=run_id, checkpointer=self.saver),
+                    lambda: task(
+                        command, run_id=run_id, checkpointer=self.saver, keep=self.driver.keep
+                    ),
                     principal,
                     watch,
                 )
-            except (RunConflictError, NoCheckpointError, UnknownInterruptError):
+            except (RunConflictError, RunBusyError, NoCheckpointError, UnknownInterruptError):
                 # Another process's answer landed between our read and our write.
                 stored = await self.load(run_id)
                 if stored is None:
@@ -236,35 +244,28 @@ class LiveRuns:
             raise InterruptAnsweredError(stored.run_id, answered)
 
     async def adopt(self, stored: Checkpoint) -> LiveRun | None:
-        """Re-attach a run that nobody drives (its driver died), if it is one.
-
-        A run is taken over when it is queued, or running with an expired lease, or
-        (for savers without leases) running without a write for `orphan_after`
-        seconds. Returns the run's `LiveRun`, or `None` if it is not an orphan, its task
-        is not served here, or another process took it first.
+        """Re-attach a run that nobody drives but has something to do now (see
+        `_orphaned`): the engine starts a queued run, takes over an abandoned one, wakes
+        a sleeper that is due and unwinds a cancelled one. Returns the run's `LiveRun`,
+        or `None` if it is not such a run, its task is not served here, or someone else
+        took it first.
         """
         task = self.tasks.get(stored.task_name)
-        if task is None or stored.status not in ("queued", "running"):
+        if task is None or not _orphaned(stored, self.orphan_after):
             return None
-        now = time.time()
-        if stored.status == "running":
-            if stored.lease_owner is not None:
-                if stored.lease_expires is not None and stored.lease_expires > now:
-                    return None
-            elif now - stored.updated_at < self.orphan_after:
-                return None
         run_id = stored.run_id
         async with self._lock(run_id):
             if run_id in self.live:
                 return self.live[run_id]
             live = LiveRun(run_id, stored.delivered, self.encode)
             try:
-                await self._launch(
-                    live, lambda: task(run_id=run_id, checkpointer=self.saver), None, False
-                )
+                await self._launch(live, self._reattach(task, run_id), None, False)
             except Exception:
                 return None  # another process re-attached it first, or it cannot go on
             return live
+
+    def _reattach(self, task: Task[Any, Any, Any], run_id: str) -> Callable[[], Any]:
+        return lambda: task(run_id=run_id, checkpointer=self.saver, keep=self.driver.keep)
 
     async def _launch(
         self, live: LiveRun, make_stream: Callable[[], Any], principal: str | None, watch: bool
@@ -273,7 +274,7 @@ class LiveRuns:
 
         Raises what the run raised if it ended before storing anything.
         """
-        with acting(Acting(principal, live.mark_stored)):
+        with acting(Acting(principal, live.mark_stored)), driving(self.driver):
             stream = make_stream()
         queue = live.subscribe() if watch else None
         live.driver = asyncio.create_task(
@@ -334,6 +335,23 @@ class LiveRuns:
         for driver in drivers:
             driver.cancel()
         await asyncio.gather(*drivers, return_exceptions=True)
+
+
+def _orphaned(stored: Checkpoint, orphan_after: float) -> bool:
+    """Whether nobody drives `stored` although it has something to do now: queued; or
+    running with an expired lease, or (a saver without leases) without a write for
+    `orphan_after` seconds; or paused / sleeping with a cancel request or a due timer.
+    Never while a live lease is held."""
+    now = current_clock().now()
+    if stored.lease_owner is not None and (stored.lease_expires or 0.0) > now:
+        return False  # a live driver holds it
+    if stored.status == "queued":
+        return True
+    if stored.status == "running":
+        return stored.lease_owner is not None or now - stored.updated_at >= orphan_after
+    if stored.status in ("paused", "sleeping"):  # a cancel to unwind, or a timer due
+        return stored.cancel_requested or (stored.wake_at is not None and stored.wake_at <= now)
+    return False
 
 
 def finished(stored: Checkpoint) -> bool:

@@ -22,6 +22,7 @@ async def serve(
     port: int = 8000,
     ping_interval: float = 15.0,
     orphan_after: float = 30.0,
+    lease_seconds: float = 30.0,
 ) -> None:
     """Serve `tasks` over HTTP until SIGINT or SIGTERM.
 
@@ -35,7 +36,13 @@ async def serve(
         raise ImportError(
             "tiny-tasks serve needs uvicorn: pip install 'tiny-tasks[http]'"
         ) from None
-    app = TaskApp(tasks, checkpointer, ping_interval=ping_interval, orphan_after=orphan_after)
+    app = TaskApp(
+        tasks,
+        checkpointer,
+        ping_interval=ping_interval,
+        orphan_after=orphan_after,
+        lease_seconds=lease_seconds,
+    )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named explicitly: asyncio sets TCP_NODELAY only on sockets whose proto
     # says TCP (without it, a response waits ~40 ms for the client's delayed ACK).

@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .._journal import decode_journal
+from .._outcome import read_outcome
 from .._run import resolve
 from .._values import Interrupt
-from ..savers.base import FINISHED, Checkpoint
+from ..savers.base import Checkpoint
 from ._json import dumps
 from ._live import Ending, LiveRun, LiveRuns, Watch
 
@@ -60,15 +61,13 @@ def stored_ending(runs: LiveRuns, stored: Checkpoint) -> Ending | None:
     if stored.status == "paused":
         pending = decode_journal(stored, runs.serde).pending
         return Ending("interrupt", tuple(Interrupt(v, site) for site, v in pending.items()))
-    if stored.status not in FINISHED:
+    outcome = read_outcome(stored, runs.serde)
+    if outcome is None:
         return None
-    outcome = runs.serde.loads(stored.state) if stored.state else {}
-    if stored.status == "done":
-        return Ending("done", result=outcome.get("result"))
-    error = outcome.get("error") or ["RunFailedError", f"run {stored.run_id!r} failed"]
-    if stored.status == "cancelled":
-        return Ending("cancelled", error=(str(error[0]), str(error[1])))
-    return Ending("error", error=(str(error[0]), str(error[1])))
+    if outcome.status == "done":
+        return Ending("done", result=outcome.result)
+    error = outcome.error or ("RunFailedError", f"run {stored.run_id!r} failed")
+    return Ending("cancelled" if outcome.status == "cancelled" else "error", error=error)
 
 
 async def watch(
