@@ -56,6 +56,13 @@ _AFTER = [
         "description": "As Last-Event-ID (which wins when both are given).",
     },
 ]
+_CANCEL_ON_DISCONNECT = {
+    "name": "cancel_on_disconnect",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean", "default": False},
+    "description": "Cancel the run if this client leaves before the stream ends.",
+}
 _PAGE = [
     {"name": "task", "in": "query", "required": False, "schema": {"type": "string"}},
     {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
@@ -127,6 +134,13 @@ _SCHEMAS: dict[str, Any] = {
             "pending": {"type": "array", "items": _ref("PendingInterrupt")},
             "delivered": {"type": "integer"},
             "started_by": {"type": ["string", "null"]},
+            "outcome": {"type": ["string", "null"], "description": "done, failed, cancelled"},
+            "result": {},
+            "error": {"type": ["array", "null"], "description": "[type, message]"},
+            "cancel_requested": {"type": "boolean"},
+            "lease_owner": {"type": ["string", "null"]},
+            "lease_expires": {"type": ["number", "null"]},
+            "wake_at": {"type": ["number", "null"]},
             "answered_by": {"type": "object", "additionalProperties": {"type": "string"}},
             "created_at": {"type": "number"},
             "updated_at": {"type": "number"},
@@ -182,6 +196,7 @@ def openapi_document() -> dict[str, Any]:
                             "description": "Used as the run id.",
                         },
                         *_AFTER,
+                        _CANCEL_ON_DISCONNECT,
                     ],
                     "requestBody": {
                         "required": True,
@@ -235,7 +250,7 @@ def openapi_document() -> dict[str, Any]:
             "/runs/{run_id}/stream": {
                 "get": {
                     "summary": "The run's events (SSE), resumable from any position",
-                    "parameters": [_RUN_ID, *_AFTER],
+                    "parameters": [_RUN_ID, *_AFTER, _CANCEL_ON_DISCONNECT],
                     "responses": {"200": _STREAM, **_errors(401, 403, 404, 422, 503)},
                 },
             },
@@ -259,6 +274,16 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": run,
                         **_errors(400, 401, 403, 404, 409, 412, 413, 422, 503),
+                    },
+                },
+            },
+            "/runs/{run_id}/cancel": {
+                "post": {
+                    "summary": "Ask for the run to be cancelled (it unwinds with RunCancelled)",
+                    "parameters": [_RUN_ID],
+                    "responses": {
+                        "202": {**run, "description": "The cancel is requested."},
+                        **_errors(401, 403, 404, 422, 503),
                     },
                 },
             },
