@@ -270,9 +270,10 @@ class LiveRuns:
     async def _launch(
         self, live: LiveRun, make_stream: Callable[[], Any], principal: str | None, watch: bool
     ) -> Watch:
-        """Start driving `live`; return once its first write is stored.
+        """Start driving `live`; return once its first write is stored (or it ended
+        without writing: a re-attach with nothing to do).
 
-        Raises what the run raised if it ended before storing anything.
+        Raises what the run raised if it failed before storing anything.
         """
         with acting(Acting(principal, live.mark_stored)), driving(self.driver):
             stream = make_stream()
@@ -284,7 +285,8 @@ class LiveRuns:
         await asyncio.wait([live.stored, live.driver], return_when=asyncio.FIRST_COMPLETED)
         if not live.stored.done():
             error = live.driver.result()
-            raise error if isinstance(error, BaseException) else AssertionError(error)
+            if error is not None:  # it ended before storing anything: it did not start
+                raise error
         return live, queue
 
     async def _drive(self, live: LiveRun, stream: Any) -> Any:
