@@ -13,7 +13,7 @@ import pytest
 from http_server import events, read_stream, replayed, serving
 from starlette.requests import Request
 
-from tiny_tasks import get_run, interrupt, task
+from tiny_tasks import TaskContext, get_run, interrupt, task
 from tiny_tasks.errors import AccessDeniedError
 from tiny_tasks.http import TaskApp
 
@@ -58,7 +58,14 @@ async def gated(name: str) -> AsyncIterator[int]:
     yield 1
 
 
-TASKS = [review, approvals, fails, order, gated]
+@task
+async def waits(_: Any, ctx: TaskContext) -> AsyncIterator[str]:
+    yield "waiting"
+    value = await ctx.recv("go")
+    yield f"got {value}"
+
+
+TASKS = [review, approvals, fails, order, gated, waits]
 
 
 def who(request: Request) -> str | None:
@@ -248,6 +255,10 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("DELETE", "/runs/missing", {}, 404, "UnknownRunError"),
     ("GET", "/runs/missing/stream", {}, 404, "UnknownRunError"),
     ("POST", "/runs/missing/cancel", {}, 404, "UnknownRunError"),
+    ("POST", "/runs/missing/send", {"json": {"topic": "go"}}, 404, "NoCheckpointError"),
+    ("POST", "/runs/p1/send", {"json": {"value": 1}}, 422, "InvalidRequestError"),
+    ("POST", "/runs/p1/send", {"json": {"topic": ""}}, 422, "InvalidRequestError"),
+    ("POST", "/runs/p1/send", {"json": {"topic": 3}}, 422, "InvalidRequestError"),
     (
         "GET",
         "/runs/p1/stream",
@@ -466,3 +477,23 @@ async def test_a_client_leaving_does_not_stop_the_run(http: httpx.AsyncClient, s
         *replayed(saver, [("partial", "0", 0), ("partial", "1", 1)]),
         ("done", None, {"result": None}),
     ]
+
+
+async def test_a_message_wakes_a_sleeping_run_its_watcher_follows(
+    http: httpx.AsyncClient, saver: Any
+) -> None:
+    await http.post("/runs", json={"task": "waits", "run_id": "m"})
+    watcher = asyncio.create_task(read_stream(http, "GET", "/runs/m/stream"))
+    # It waits for a message: stored sleeping, and its watcher stays connected.
+    while (await http.get("/runs/m")).json()["status"] != "sleeping":  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    sent = await http.post("/runs/m/send", json={"topic": "go", "value": 5})
+    assert (sent.status_code, sent.json()["run_id"]) == (202, "m")
+    _, seen = await watcher
+    if not hasattr(saver, "load_partials"):  # made while it polled: not replayed
+        seen = [item for item in seen if item[0] != "partial"]
+    assert [item for item in seen if item[0] != "comment"][1:] == [
+        *replayed(saver, [("partial", "0", "waiting"), ("partial", "1", "got 5")]),
+        ("done", None, {"result": None}),
+    ]
+    assert (await http.get("/runs/m")).json()["status"] == "done"

@@ -107,6 +107,7 @@ async def test_the_openapi_document_is_served_and_checked_in(client: Client) -> 
         "/runs/{run_id}",
         "/runs/{run_id}/cancel",
         "/runs/{run_id}/resume",
+        "/runs/{run_id}/send",
         "/runs/{run_id}/stream",
     ]
 

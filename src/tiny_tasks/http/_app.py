@@ -30,6 +30,7 @@ from .._journal import decode_journal
 from .._run import NO_INPUT
 from .._task import Task
 from .._values import Command
+from .._waits import send
 from ..errors import (
     AccessDeniedError,
     AuthenticationError,
@@ -147,6 +148,7 @@ class TaskApp:
             Route("/runs/{run_id}/stream", self._bind(_stream), methods=["GET"]),
             Route("/runs/{run_id}/resume", self._bind(_resume), methods=["POST"]),
             Route("/runs/{run_id}/cancel", self._bind(_cancel), methods=["POST"]),
+            Route("/runs/{run_id}/send", self._bind(_send), methods=["POST"]),
             Route("/interrupts", self._bind(_interrupts), methods=["GET"]),
             Route("/openapi.json", self._bind(_openapi), methods=["GET"]),
         ]
@@ -447,6 +449,20 @@ async def _cancel(app: TaskApp, request: Request) -> Response:
     state = await get_run(app.checkpointer, run_id)
     data = _run_json(state) if state is not None else {"run_id": run_id, "status": "cancelled"}
     return _json(data, 202, {"Location": app.location(request, run_id)})
+
+
+async def _send(app: TaskApp, request: Request) -> Response:
+    await app.principal(request)
+    run_id = _path_run_id(request)
+    body = fields_of(await read_json(request, app.max_body_bytes), ("topic", "value"), ("topic",))
+    topic = string_field(body, "topic")
+    if not topic:
+        raise InvalidRequestError("'topic' must be a non-empty string")
+    message_id = await send(app.checkpointer, run_id, topic, body.get("value"))
+    stored = await app.runs.load(run_id)
+    if stored is not None and run_id not in app.runs.live:
+        await app.runs.adopt(stored)  # a sleeper it woke goes on at once
+    return _json({"run_id": run_id, "message_id": message_id}, 202)
 
 
 async def _interrupts(app: TaskApp, request: Request) -> Response:

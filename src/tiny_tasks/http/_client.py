@@ -142,6 +142,16 @@ class Client:
         found: dict[str, Any] = response.json()
         return found
 
+    async def send(self, run_id: str, topic: str, value: Any) -> int:
+        """Send `value` on `topic` to the run (as `tiny_tasks.send`); returns the
+        message id. Raises `RemoteError` (404, `NoCheckpointError`) when no unfinished
+        run of that id is stored."""
+        response = await self.request(
+            "POST", _run_path(run_id) + "/send", json={"topic": topic, "value": value}
+        )
+        message_id: int = response.json()["message_id"]
+        return message_id
+
     async def delete_run(self, run_id: str) -> bool:
         """Delete the run; returns whether it was stored."""
         try:

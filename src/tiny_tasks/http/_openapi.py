@@ -118,6 +118,12 @@ _SCHEMAS: dict[str, Any] = {
             "resume": {"description": "The answer to the one pending interrupt."},
         },
     },
+    "Message": {
+        "type": "object",
+        "required": ["topic"],
+        "additionalProperties": False,
+        "properties": {"topic": {"type": "string"}, "value": {}},
+    },
     "PendingInterrupt": {
         "type": "object",
         "properties": {"id": {"type": "string"}, "value": {}},
@@ -284,6 +290,29 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "202": {**run, "description": "The cancel is requested."},
                         **_errors(401, 403, 404, 422, 503),
+                    },
+                },
+            },
+            "/runs/{run_id}/send": {
+                "post": {
+                    "summary": "Send a message to the run (it receives it with ctx.recv)",
+                    "parameters": [_RUN_ID],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("Message")}},
+                    },
+                    "responses": {
+                        "202": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "run_id": {"type": "string"},
+                                    "message_id": {"type": "integer"},
+                                },
+                            },
+                            "Stored; a run waiting on the topic is woken.",
+                        ),
+                        **_errors(400, 401, 403, 404, 413, 422, 503),
                     },
                 },
             },
