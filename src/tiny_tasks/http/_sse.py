@@ -127,7 +127,7 @@ async def watch(
                     continue
                 assert live is not None
                 live.unsubscribe(queue)
-                live = queue = None
+                live, queue, caught_up = None, None, False
                 if item.kind != "sleeping":
                     for text in ending_events(item):
                         yield text
