@@ -409,8 +409,11 @@ async def test_unknown_task_undecodable_journal_and_a_failing_replay_are_incompa
 
     gone = await check_runs(saver, [label])
     assert [(r.site, r.recorded, r.found) for r in gone.incompatible] == [
-        (None, "a run of task 'order'", "no task of that name in the code checked (renamed or "
-         "removed?)")
+        (
+            None,
+            "a run of task 'order'",
+            "no task of that name in the code checked (renamed or removed?)",
+        )
     ]
 
     async def broken(item: str, ctx: TaskContext) -> str:
@@ -431,6 +434,7 @@ async def test_unknown_task_undecodable_journal_and_a_failing_replay_are_incompa
         await task("order", broken).invoke(Command(resume=True), run_id="r", checkpointer=saver)
     assert refused.value.site_id == "order/review#3"
     assert saver.runs["r"] == before
+
     # Raising past every recorded site (a queued run recorded nothing): the run would fail,
     # as the real call then does.
     async def at_once(item: str, ctx: TaskContext) -> str:
@@ -493,8 +497,7 @@ async def test_results_have_useful_reprs() -> None:
         "task 'order/label#1', found step 'order/pack#1')"
     )
     assert repr(results[0]) == (
-        "RunCheck('r', task='order', paused: compatible, paused on "
-        "['order/review#3/interrupt#1'])"
+        "RunCheck('r', task='order', paused: compatible, paused on ['order/review#3/interrupt#1'])"
     )
 
 
@@ -727,8 +730,7 @@ def test_cli_check_names_each_incompatible_run_and_fails(cli_store: Path) -> Non
         for n in range(3)
     ]
     assert lines[3:] == [
-        "checked 3 runs: 0 compatible, 3 incompatible, 0 not checked (running, finished or "
-        "failed)"
+        "checked 3 runs: 0 compatible, 3 incompatible, 0 not checked (running, finished or failed)"
     ]
     assert dump(cli_store) == before
 
@@ -749,10 +751,15 @@ def test_cli_check_a_run_that_would_finish_without_its_interrupt(cli_store: Path
             ["nowhere.db", "--app", "app_v1"],
             "tiny-tasks: no SQLite store at 'nowhere.db' (the file does not exist)\n",
         ),
-        (["store.db", "--app", "missing_module"], "tiny-tasks: cannot import --app "
-         "'missing_module': ModuleNotFoundError: No module named 'missing_module'\n"),
-        (["store.db", "--app", "json"], "tiny-tasks: --app 'json' defines no task (no Task "
-         "among its names)\n"),
+        (
+            ["store.db", "--app", "missing_module"],
+            "tiny-tasks: cannot import --app "
+            "'missing_module': ModuleNotFoundError: No module named 'missing_module'\n",
+        ),
+        (
+            ["store.db", "--app", "json"],
+            "tiny-tasks: --app 'json' defines no task (no Task among its names)\n",
+        ),
         (
             ["store.db", "--app", "app_v1", "--jobs", "0"],
             "tiny-tasks check: argument --jobs: must be at least 1, not 0 (see tiny-tasks "
@@ -760,12 +767,9 @@ def test_cli_check_a_run_that_would_finish_without_its_interrupt(cli_store: Path
         ),
     ],
 )
-def test_cli_check_usage_errors_exit_2(
-    cli_store: Path, args: list[str], message: str
-) -> None:
+def test_cli_check_usage_errors_exit_2(cli_store: Path, args: list[str], message: str) -> None:
     done = cli(cli_store.parent, "check", *args)
     assert (done.returncode, done.stdout, done.stderr) == (2, "", message)
-
 
 
 # -- sync task bodies ----------------------------------------------------------------------

@@ -56,6 +56,18 @@ EXPECTED = {
         "shipping to 1 Main St",
         "charges made: [30]",
     ],
+    "http_approval.py": [
+        "drafting",
+        "an",
+        "answer",
+        "to:",
+        "what",
+        "is",
+        "tiny-tasks?",
+        "paused: {'approve': 'send this answer?'}",
+        "partial sent",
+        "done {'result': None}",
+    ],
     "llm_stream.py": [
         "<answer",
         "to",

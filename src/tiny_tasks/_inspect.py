@@ -5,7 +5,7 @@ Built on the checkpointer protocol alone, so it works with every saver.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._journal import decode_journal
@@ -20,7 +20,12 @@ __all__ = ["RunState", "delete_run", "get_run", "list_runs"]
 
 @dataclass(frozen=True, slots=True)
 class RunState:
-    """One stored run as an operator sees it."""
+    """One stored run as an operator sees it.
+
+    `started_by` and `answered_by` (interrupt id -> principal) name who started the run
+    and who answered its interrupts, when they were recorded (runs started or answered
+    through `tiny_tasks.http` with an `auth` hook); `None` / `{}` otherwise.
+    """
 
     run_id: str
     task_name: str
@@ -41,6 +46,8 @@ class RunState:
     outcome: RunStatus | None = None
     result: Any = None
     error: tuple[str, str] | None = None
+    started_by: Any = None
+    answered_by: dict[str, Any] = field(default_factory=dict)
 
 
 async def get_run(checkpointer: Checkpointer, run_id: str) -> RunState | None:
@@ -80,6 +87,8 @@ async def get_run(checkpointer: Checkpointer, run_id: str) -> RunState | None:
         outcome=None if outcome is None else outcome.status,
         result=None if outcome is None else outcome.result,
         error=None if outcome is None else outcome.error,
+        started_by=journal.started_by,
+        answered_by=dict(journal.answered_by),
     )
 
 

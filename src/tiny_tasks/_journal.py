@@ -60,6 +60,10 @@ class Journal:
     # Deadlines of interrupts not answered yet (in the state blob): site -> (when,
     # has_default, default).
     deadlines: dict[str, tuple[float, bool, Any]] = field(default_factory=dict)
+    # Who started the run and who answered each interrupt, where that was recorded
+    # (runs started or resumed through the HTTP layer, see `_acting`).
+    started_by: Any = None
+    answered_by: dict[str, Any] = field(default_factory=dict)
 
 
 def encode_entry(serde: Serializer, entry: dict[str, Any]) -> bytes:
@@ -102,6 +106,7 @@ def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
             kind = entry["k"]
             if kind == "input":
                 journal.input = entry["v"]
+                journal.started_by = entry.get("by")
                 continue
             site = entry["s"]
             if site.__class__ is not str:
@@ -111,6 +116,8 @@ def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
                     journal.timeouts[site] = float(entry["t"])
                 else:
                     answers[site] = entry["v"]
+                if "by" in entry:
+                    journal.answered_by[site] = entry["by"]
             elif kind == "step":
                 steps[site] = _step_record(entry)
             elif kind == "child":
@@ -119,6 +126,7 @@ def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
                 answers.pop(site, None)
                 children.pop(site, None)
                 journal.timeouts.pop(site, None)
+                journal.answered_by.pop(site, None)
             elif kind == "wait":
                 journal.waits[site] = float(entry["t"])
             elif kind == "recv":

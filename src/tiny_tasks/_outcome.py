@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._acting import current_acting
 from ._journal import Journal, decode_journal, encode_entry
 from ._values import Command
 from .errors import (
@@ -167,9 +168,13 @@ async def submit_run(
     from ._run import resolve
 
     run_id = run_id or uuid.uuid4().hex
-    entry = encode_entry(serde, {"k": "input", "v": value})
+    entry: dict[str, Any] = {"k": "input", "v": value}
+    principal = current_acting().principal
+    if principal is not None:  # who submitted it (see `_acting`)
+        entry["by"] = principal
+    encoded = encode_entry(serde, entry)
     state = encode_entry(serde, {"pending": [], "keep": keep})
-    write = CheckpointWrite(run_id, task_name, "queued", 0, (), state, (entry,))
+    write = CheckpointWrite(run_id, task_name, "queued", 0, (), state, (encoded,))
     try:
         await resolve(saver.save(write, None))
         return run_id

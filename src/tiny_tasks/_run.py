@@ -20,6 +20,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, NoReturn
 
+from ._acting import Acting, current_acting
 from ._cancel import adopt_cancel, deliver_cancel
 from ._clock import current_clock
 from ._context import PauseRun
@@ -96,6 +97,7 @@ class Run:
         self.task_name = task_name
         self.saver = checkpointer
         self.saving = checkpointer is not None
+        self.acting = current_acting()
         self.serde: Serializer = getattr(checkpointer, "serde", None) or _DEFAULT_SERDE
         self.journal = Journal()
         self.version: int | None = None
@@ -152,9 +154,7 @@ class Run:
         self.closed = False
         # The stream calls `mark_delivered` (or `append_partial`, below) itself on its
         # hot path: one call per partial.
-        self.mark: Callable[..., Any] | None = getattr(
-            checkpointer, "mark_delivered", None
-        )
+        self.mark: Callable[..., Any] | None = getattr(checkpointer, "mark_delivered", None)
         # Record every delivery now, or only along with the run's other writes.
         self.each_delivery = delivery == "exactly_once"
         # With exactly-once delivery and a saver that keeps the stream log, each partial
@@ -269,8 +269,14 @@ class Run:
 
     async def _create(self, value: Any) -> None:
         self.journal.input = value
-        entry = self._encode({"k": "input", "v": value}, "the task's input")
+        entry = self._encode(self._by({"k": "input", "v": value}), "the task's input")
         await self.write("running", (entry,), create=True)
+
+    def _by(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """`entry` with the acting principal recorded in it, if there is one."""
+        if self.acting.principal is not None:
+            entry["by"] = self.acting.principal
+        return entry
 
     def _answer(self, command: Command, stored: Checkpoint) -> None:
         pending = list(self.journal.pending)
@@ -302,7 +308,7 @@ class Run:
         # Encoded first, so an unstorable answer is refused before anything changes. Not
         # written yet: replay must first show it still lines up with the journal.
         entries = tuple(
-            self._encode({"k": "answer", "s": site, "v": value}, f"answer {site}")
+            self._encode(self._by({"k": "answer", "s": site, "v": value}), f"answer {site}")
             for site, value in answers.items()
         )
         for site, value in answers.items():
@@ -805,6 +811,10 @@ class Run:
         del self._decisions[:decisions]
         if self.lease is not None:
             self.lease.saved(self._final)
+        on_stored = self.acting.on_stored
+        if on_stored is not None:  # the HTTP layer waits for this (see `_acting`)
+            self.acting = Acting(self.acting.principal)
+            on_stored()
 
     def set_state(self, state: bytes) -> None:
         """The state blob the next write stores (a kept outcome)."""

@@ -14,8 +14,18 @@ if TYPE_CHECKING:
     from ._values import Interrupt
 
 __all__ = [
+    "AccessDeniedError",
     "AlreadyAnsweredError",
     "AmbiguousResumeError",
+    "AuthenticationError",
+    "InterruptAnsweredError",
+    "InvalidRequestError",
+    "MalformedRequestError",
+    "RemoteError",
+    "RequestTooLargeError",
+    "UnknownRunError",
+    "UnknownTaskError",
+    "VersionMismatchError",
     "CheckpointerTypeError",
     "InputMismatchError",
     "InvalidRunIdError",
@@ -381,6 +391,110 @@ class InterruptTimeoutError(TinyTasksError):
             f"interrupt {site_id!r} of run {run_id!r} was not answered before its deadline "
             f"({deadline:.3f}, seconds since the epoch)"
         )
+
+
+# --- the HTTP layer (tiny_tasks.http) -------------------------------------------------
+
+
+class UnknownTaskError(TinyTasksError, LookupError):
+    """A request named a task the `TaskApp` does not serve (HTTP 404)."""
+
+    def __init__(self, task_name: str, known: Sequence[str]) -> None:
+        self.task_name = task_name
+        self.known = list(known)
+        names = ", ".join(repr(name) for name in self.known) or "none"
+        super().__init__(
+            f"no task {task_name!r} is served here (served: {names}); pass one of them as "
+            "'task', or add the task to TaskApp(tasks=[...])"
+        )
+
+
+class UnknownRunError(TinyTasksError, LookupError):
+    """A request named a run that is not stored (HTTP 404)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"no run {run_id!r} is stored (it was never started, was deleted, or finished "
+            "without keeping its outcome); GET /runs lists the stored runs"
+        )
+
+
+class MalformedRequestError(TinyTasksError, ValueError):
+    """A request body that is not JSON, or not the JSON object the endpoint takes (HTTP 400)."""
+
+
+class InvalidRequestError(TinyTasksError, ValueError):
+    """A request whose fields have the wrong types or values, or whose input does not fit
+    the task's declared input type (HTTP 422). The message names the field."""
+
+
+class RequestTooLargeError(TinyTasksError, ValueError):
+    """A request body larger than the `TaskApp`'s `max_body_bytes` (HTTP 413)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"the request body is larger than {limit} bytes; send a smaller input, or "
+            "raise TaskApp(max_body_bytes=...)"
+        )
+
+
+class InterruptAnsweredError(TinyTasksError):
+    """An answer arrived for an interrupt that another request answered first (HTTP 409).
+
+    `answered` maps each interrupt id that was already answered to `(value, principal)`:
+    what won and who sent it (`None` when nobody was recorded).
+    """
+
+    def __init__(self, run_id: str, answered: dict[str, tuple[Any, Any]]) -> None:
+        self.run_id = run_id
+        self.answered = dict(answered)
+        won = "; ".join(
+            f"{site!r} with {_short(value)} by {who!r}" for site, (value, who) in answered.items()
+        )
+        super().__init__(
+            f"run {run_id!r} was answered by another request first: "
+            f"{won or 'it is no longer paused'}. Read the run again (GET /runs/{run_id}) to "
+            "see where it is now"
+        )
+
+
+class VersionMismatchError(TinyTasksError):
+    """`If-Match` named another version than the stored run's (HTTP 412)."""
+
+    def __init__(self, run_id: str, expected: str, stored: int) -> None:
+        self.run_id = run_id
+        self.expected = expected
+        self.stored = stored
+        super().__init__(
+            f"run {run_id!r} is at version {stored}, not {expected}: it changed since you "
+            "read it. Read it again (GET /runs/{id}) and answer what it waits on now"
+        )
+
+
+class AuthenticationError(TinyTasksError):
+    """The `TaskApp`'s `auth` hook refused the request (HTTP 401); the message is the
+    hook's. Raise `AccessDeniedError` from the hook for a 403 instead."""
+
+
+class AccessDeniedError(TinyTasksError, PermissionError):
+    """Raised by an `auth` hook (or returned as HTTP 403): the caller is known but may not
+    do this."""
+
+
+class RemoteError(TinyTasksError):
+    """An error response from a `TaskApp`, seen by `tiny_tasks.http.Client`.
+
+    `status` is the HTTP status, `type` the server's stable error type (the name of the
+    exception class there, such as `"InputMismatchError"`), `body` the whole JSON body.
+    """
+
+    def __init__(self, status: int, type: str, message: str, body: dict[str, Any]) -> None:
+        self.status = status
+        self.type = type
+        self.body = body
+        super().__init__(f"{type} (HTTP {status}): {message}")
 
 
 def _short(value: Any, limit: int = 80) -> str:

@@ -1,11 +1,11 @@
 """Helpers for testing workflows: a clock you move by hand.
 
-    from tiny_tasks.testing import ManualClock
-    from tiny_tasks import use_clock
+from tiny_tasks.testing import ManualClock
+from tiny_tasks import use_clock
 
-    with use_clock(ManualClock()) as clock:
-        ...                      # start a run that sleeps for a day
-        await clock.advance(86_400)   # the day passes at once; due timers fire
+with use_clock(ManualClock()) as clock:
+    ...                      # start a run that sleeps for a day
+    await clock.advance(86_400)   # the day passes at once; due timers fire
 """
 
 from __future__ import annotations

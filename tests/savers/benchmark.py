@@ -76,7 +76,9 @@ async def bench_saver(saver: Any, calls: int, repeats: int) -> None:
         nonlocal version, delivered_so_far
         for _ in range(count):
             version = await saver.append_partial(
-                "sequential", delivered_so_far, b'"token %04d"' % (delivered_so_far % 10000),
+                "sequential",
+                delivered_so_far,
+                b'"token %04d"' % (delivered_so_far % 10000),
                 version,
             )
             delivered_so_far += 1

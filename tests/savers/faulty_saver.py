@@ -112,9 +112,7 @@ class FaultyLoggingSaver(FaultyMarkingSaver):
         when = self._fault("append_partial")
         if when == "before":
             self._raise("append_partial", when)
-        version: int = await resolve(
-            self.inner.append_partial(run_id, seq, data, expected_version)
-        )
+        version: int = await resolve(self.inner.append_partial(run_id, seq, data, expected_version))
         self._applied_delivered("append_partial", seq + 1, when)
         return version
 

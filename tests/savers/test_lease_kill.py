@@ -72,8 +72,6 @@ async def test_a_killed_owners_run_is_taken_over_once_its_lease_expires(
     assert log.read_text().splitlines() == [f"charge {victim}", f"ship {victim}", f"ship {me}"]
 
 
-
-
 def kill_in_second_step(backend: str, target: str, log: Path) -> str:
     """Run the worker until it is inside its second step, SIGKILL it; return its pid."""
     with subprocess.Popen(

@@ -8,6 +8,7 @@
     tiny-tasks worker STORE --app pkg.module [--concurrency 50] [--once] [--key-env NAME]
     tiny-tasks cancel STORE RUN_ID
     tiny-tasks prune  STORE --older-than 7d
+    tiny-tasks serve  STORE --app pkg.module [--host 127.0.0.1] [--port 8000]
 
 STORE is the path of an existing SQLite store, or a `postgresql://` URL (needs
 `tiny-tasks[postgres]`). Every failure is one line on stderr: exit status 2 for a usage
@@ -36,6 +37,7 @@ from ._common import _cell, _Failure, _open, _Usage
 from ._inspect import _runs, _show
 from ._maintain import _check, _vacuum
 from ._runtime import add_parsers, cancel, prune, run_worker
+from ._serve import add_serve_parser, open_for_serving, run_serve
 
 __all__ = ["main"]
 
@@ -141,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--running", action="store_true", help="check running runs too")
     check.add_argument("--jobs", type=_count(1), default=8, help="runs checked at a time (8)")
     add_parsers(commands, store_help)
+    add_serve_parser(commands, store_help)
     return parser
 
 
@@ -172,8 +175,13 @@ def _count(least: int) -> Any:
 
 async def _dispatch(args: argparse.Namespace) -> int:
     modules: list[types.ModuleType] = []
-    serde = _serializer(args, modules) if args.command in ("show", "check", "worker") else None
-    if args.command == "check":
+    serde = (
+        _serializer(args, modules) if args.command in ("show", "check", "worker", "serve") else None
+    )
+    if args.command == "serve":
+        served = _tasks_of(args.app, modules)  # before a new store is created
+        saver = await open_for_serving(args.store)
+    elif args.command == "check":
         try:
             saver = await _open(args.store)
         except _Failure as error:  # exit status 1 means "incompatible runs" for check
@@ -198,6 +206,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await run_worker(saver, _tasks_of(args.app, modules), args)
         if args.command == "cancel":
             return await cancel(saver, args)
+        if args.command == "serve":
+            return await run_serve(saver, served, args)
         if args.command == "prune":
             return await prune(saver, args)
         existed = await delete_run(saver, args.run_id)

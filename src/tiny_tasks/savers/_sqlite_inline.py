@@ -79,9 +79,7 @@ class InlineMarker:
         args = (delivered, expected_version, stamp())
         return self._try(run_id, queries.mark_delivered, args, False)
 
-    def try_append(
-        self, run_id: str, seq: int, data: bytes, expected_version: int
-    ) -> int | None:
+    def try_append(self, run_id: str, seq: int, data: bytes, expected_version: int) -> int | None:
         """`append_partial` here, as `try_mark`: the new version, or `None` (the thread)."""
         args = (seq, data, expected_version, stamp())
         return self._try(run_id, queries.append_partial, args, True)

@@ -285,6 +285,14 @@ class Checkpointer(Protocol):
     records only the count, and cannot tell a different re-run from the same one.
     `delete` forgets the run's partials too.
 
+    A saver may also offer `scan_runs(status=, task_name=, after=, limit=,
+    oldest_first=) -> list[Checkpoint]`: stored runs with their state blob (no
+    entries), ordered by `(created_at, run_id)` (newest first, or oldest first),
+    strictly after the position `after` (a `(created_at, run_id)` pair), at most
+    `limit`, in one indexed query. The HTTP layer pages through runs and lists every
+    pending interrupt with it (`tiny_tasks.savers._scan` has the helpers); without it,
+    it walks `list_runs` and `load`.
+
     A saver that has a `serde` attribute chooses how the engine encodes values.
 
     A saver whose runs live only as long as the process (`MemorySaver`) may set the

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
+from ._scan import Cursor, scan_checkpoints
 from .base import (
     FINISHED,
     Checkpoint,
@@ -252,6 +253,30 @@ class MemorySaver:
         for run_id in old:
             self.delete(run_id)
         return len(old)
+
+    # -- scan_runs (the HTTP layer's listing) ---------------------------------------
+
+    def scan_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        task_name: str | None = None,
+        after: Cursor | None = None,
+        limit: int = 100,
+        oldest_first: bool = False,
+    ) -> list[Checkpoint]:
+        """Stored runs with their state (without entries), keyset-paginated; see
+        `Checkpointer`. Raises `ValueError` for a negative `limit` or a bad `after`."""
+        with self._lock:
+            runs = [self._row(run_id) for run_id in self._runs]
+        return scan_checkpoints(
+            runs,
+            status=status,
+            task_name=task_name,
+            after=after,
+            limit=limit,
+            oldest_first=oldest_first,
+        )
 
     def _row(self, run_id: str) -> Checkpoint:
         """The stored row of `run_id`, its counters applied, without its entries."""

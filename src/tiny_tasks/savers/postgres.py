@@ -35,6 +35,7 @@ from ..errors import RunConflictError, SaverConnectionError, TinyTasksError
 from ._conflict import conflict_error
 from ._postgres_schema import migrate
 from ._retry import Backoff
+from ._scan import Cursor, check_scan, postgres_scan
 from .base import (
     Checkpoint,
     CheckpointWrite,
@@ -605,6 +606,25 @@ class PostgresSaver:
         if self._listening is None:
             self._listening = await _Listener.open(self._conninfo, self._pool)
         return self._listening if self._listening.ok else None
+
+    async def scan_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        task_name: str | None = None,
+        after: Cursor | None = None,
+        limit: int = 100,
+        oldest_first: bool = False,
+    ) -> list[Checkpoint]:
+        """Stored runs with their state (without entries), keyset-paginated, in one
+        indexed query; see `Checkpointer`. Raises `ValueError` for a negative `limit`."""
+        check_scan(limit, after)
+
+        async def execute(query: str, parameters: Any) -> list[tuple[Any, ...]]:
+            rows, _ = await self._execute("scan_runs", query, parameters, _fetch_all)
+            return rows
+
+        return await postgres_scan(execute, status, task_name, after, limit, oldest_first)
 
     async def close(self) -> None:
         """Close the pool if the saver created it (a pool you passed in stays open)."""

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from . import _sqlite_queries as queries
 from ._retry import Backoff
+from ._scan import Cursor, check_scan, sqlite_scan
 from ._sqlite_inline import InlineMarker
 from ._sqlite_schema import SYNCHRONOUS_LEVELS, connect
 from ._sqlite_thread import DatabaseThread, LoopWaker, Work
@@ -313,6 +314,26 @@ class SqliteSaver:
             "prune", queries.prune, (finished_before, limit), writes=True
         )
         return count
+
+    async def scan_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        task_name: str | None = None,
+        after: Cursor | None = None,
+        limit: int = 100,
+        oldest_first: bool = False,
+    ) -> list[Checkpoint]:
+        """Stored runs with their state (without entries), keyset-paginated, in one
+        indexed read; see `Checkpointer`. Raises `ValueError` for a negative `limit`."""
+        check_scan(limit, after)
+        runs: list[Checkpoint] = await self._retrying(
+            "scan_runs",
+            sqlite_scan,
+            (status, task_name, after, limit, oldest_first),
+            writes=False,
+        )
+        return runs
 
     async def vacuum(self, *, full: bool = False) -> int:
         """Give the space of deleted runs back to the file system; return the bytes freed.
