@@ -17,7 +17,7 @@ import asyncio
 import inspect
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any, Literal, NoReturn
 
 from ._acting import Acting, current_acting
@@ -691,7 +691,17 @@ class Run:
             # A plain method that returns an awaitable: treat the saver as async from now on.
             self.inline_writes = False
             return self._track(asyncio.ensure_future(self._finish(result, "save", decisions)))
-        return self._track(asyncio.ensure_future(self._save(status, entries, create, claim, taken)))
+        return self._eagerly(self._save(status, entries, create, claim, taken))
+
+    def _eagerly(self, writer: Coroutine[Any, Any, None]) -> asyncio.Future[None] | None:
+        """Run `writer` now, up to its first suspension: `None` if it finished (a saver
+        that wrote at once, as SQLite's inline writes do: no task, no loop iteration),
+        else it goes on in a writer task, and what to await is returned."""
+        try:
+            suspended_on = writer.send(None)
+        except StopIteration:
+            return None
+        return self._track(asyncio.ensure_future(_go_on(writer, suspended_on)))
 
     def _track(self, writer: asyncio.Task[None]) -> asyncio.Future[None]:
         self._writers.add(writer)
@@ -858,7 +868,7 @@ class Run:
                 self.version = result
                 return None
             return self._track(asyncio.ensure_future(self._finish(result, self.mark_name)))
-        return self._track(asyncio.ensure_future(self._mark_now(mark, args)))
+        return self._eagerly(self._mark_now(mark, args))
 
     async def _mark_now(self, mark: Callable[..., Any], args: tuple[Any, ...]) -> None:
         async with self.lock:
@@ -971,6 +981,37 @@ class Run:
             self.failure = StorageError(self.run_id, operation, error)
             raise self.failure from error
         raise self.failure
+
+
+class _GoingOn:
+    """The rest of a coroutine that was stepped by hand up to a suspension: awaiting it
+    hands the future it suspended on to the awaiting task, then drives it to its end."""
+
+    __slots__ = ("_coroutine", "_suspended_on")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, None], suspended_on: Any) -> None:
+        self._coroutine = coroutine
+        self._suspended_on = suspended_on
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coroutine, step = self._coroutine, self._suspended_on
+        while True:
+            try:
+                sent = yield step
+            except BaseException as error:  # cancellation: thrown into the coroutine
+                try:
+                    step = coroutine.throw(error)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    step = coroutine.send(sent)
+                except StopIteration:
+                    return
+
+
+async def _go_on(coroutine: Coroutine[Any, Any, None], suspended_on: Any) -> None:
+    await _GoingOn(coroutine, suspended_on)
 
 
 def _label(text: str) -> str:

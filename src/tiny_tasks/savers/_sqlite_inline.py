@@ -1,14 +1,18 @@
-"""The per-partial write of a `SqliteSaver`, made on the caller's thread when it cannot wait.
+"""A `SqliteSaver`'s run writes and loads, made on the caller's thread when they cannot wait.
 
-The per-partial write is `mark_delivered` (one UPDATE), or `append_partial` when the
-engine keeps the stream log (an UPDATE and an INSERT in one `BEGIN IMMEDIATE`
-transaction, which answers "busy" at once as the single UPDATE does).
+The calls made here are the ones a run makes one after another, each awaited before
+the run goes on: the per-partial write (`mark_delivered`, one UPDATE, or
+`append_partial` when the engine keeps the stream log), a step's or a pause's `save`
+(a few statements in one `BEGIN IMMEDIATE` transaction, which answers "busy" at once as
+the single UPDATE does), and a resume's `load` (one read transaction).
 
-A streamed partial is marked delivered before the consumer sees it, so its cost is paid
-once per partial, in sequence. Sent to the saver's thread, it costs a round trip of two
-thread switches (about 80 µs here); the write itself is a 20 µs UPDATE. So, at
-`synchronous` NORMAL or OFF, where a commit appends to the WAL without an fsync, the
-mark runs right where it is awaited, on a second connection that cannot wait:
+A streamed partial is marked delivered before the consumer sees it, and a step's result
+is stored before it is handed back, so their cost is paid once each, in sequence. Sent to
+the saver's thread, a call costs a round trip of two thread switches (80-110 µs here);
+the write itself is a 10-30 µs commit. So, at `synchronous` NORMAL or OFF, where a commit
+appends to the WAL without an fsync, the call runs right where it is awaited, on a
+second connection that cannot wait (at FULL the fsync would hold the event loop, and
+the round trip is a small part of the write's cost):
 
 * its busy timeout is 0: if anyone holds the write lock (another process, or the
   saver's own thread), SQLite answers "busy" at once and the mark goes to the thread,
@@ -20,9 +24,9 @@ mark runs right where it is awaited, on a second connection that cannot wait:
   the order they were made;
 * one caller at a time: a caller in another thread that finds it in use goes to the
   thread instead of waiting;
-* only while one run is marking: when marks of different runs follow each other closely
-  (several streams at once), they go to the thread, which commits them together (group
-  commit beats one inline commit each as soon as two streams write).
+* only while one run is writing: when writes of different runs follow each other
+  closely (several runs at once), they go to the thread, which commits them together
+  (group commit beats one inline commit each as soon as two runs write).
 """
 
 from __future__ import annotations
@@ -31,14 +35,17 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from . import _sqlite_queries as queries
 from ._sqlite_thread import DatabaseThread
-from .base import stamp
+from .base import Checkpoint, CheckpointWrite, stamp
 
 CONCURRENT_WITHIN = 0.002
-"""Seconds: a mark for another run this soon after the last one means several streams."""
+"""Seconds: a write for another run this soon after the last one means several runs."""
+
+THREAD: Any = object()
+"""What `_try` returns when the call must go to the saver's thread."""
 
 clock = time.monotonic  # replaced in tests that need a clock they control
 
@@ -58,6 +65,7 @@ class InlineMarker:
         self._closed = False
         self._last_run_id = ""
         self._last_mark_at = 0.0
+        self._changes = 0
 
     @classmethod
     def open(cls, path: str, synchronous: str, thread: DatabaseThread) -> InlineMarker:
@@ -77,26 +85,39 @@ class InlineMarker:
         Raises `RunConflictError` as the thread would.
         """
         args = (delivered, expected_version, stamp())
-        return self._try(run_id, queries.mark_delivered, args, False)
+        version = self._try(run_id, queries.mark_delivered, args, False)
+        return None if version is THREAD else cast(int, version)
 
     def try_append(self, run_id: str, seq: int, data: bytes, expected_version: int) -> int | None:
         """`append_partial` here, as `try_mark`: the new version, or `None` (the thread)."""
         args = (seq, data, expected_version, stamp())
-        return self._try(run_id, queries.append_partial, args, True)
+        version = self._try(run_id, queries.append_partial, args, True)
+        return None if version is THREAD else cast(int, version)
+
+    def try_save(self, write: CheckpointWrite, expected_version: int | None) -> int | None:
+        """`save` here, as `try_mark`: the new version, or `None` (the thread)."""
+        args = (queries.encode_pending(write.pending), expected_version, stamp())
+        version = self._try(write.run_id, _save, (write, *args), True)
+        return None if version is THREAD else cast(int, version)
+
+    def try_load(self, run_id: str) -> Checkpoint | None | Any:
+        """`load` here (one read transaction): the checkpoint, `None` if the run is not
+        stored, or `THREAD`."""
+        return self._try(run_id, queries.load, (), False)
 
     def _try(
-        self, run_id: str, work: Callable[..., int], args: tuple[Any, ...], transaction: bool
-    ) -> int | None:
+        self, run_id: str, work: Callable[..., Any], args: tuple[Any, ...], transaction: bool
+    ) -> Any:
         now = clock()
         streams_at_once = (
             run_id != self._last_run_id and now - self._last_mark_at < CONCURRENT_WITHIN
         )
         self._last_run_id, self._last_mark_at = run_id, now
         if streams_at_once or self._thread.busy or not self._lock.acquire(blocking=False):
-            return None
+            return THREAD
         try:
             if self._closed:
-                return None
+                return THREAD
             connection = self._connection
             try:
                 if transaction:
@@ -110,12 +131,18 @@ class InlineMarker:
                             connection.execute("ROLLBACK")
                         raise
                 else:
-                    # One statement in autocommit mode: one transaction, no BEGIN/COMMIT.
+                    # One statement in autocommit mode (or a read that opens its own
+                    # transaction): no BEGIN/COMMIT here.
                     version = work(connection, run_id, *args)
             except sqlite3.OperationalError as error:
                 if error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
-                    return None
+                    if connection.in_transaction:  # a read that found the file busy
+                        connection.execute("ROLLBACK")
+                    return THREAD
                 raise
+            if not transaction and not connection.total_changes - self._changes:
+                return version  # a read: nothing committed, nothing to checkpoint
+            self._changes = connection.total_changes
             self._commits += 1
             if self._commits >= CHECKPOINT_EVERY:
                 self._commits = 0
@@ -130,3 +157,14 @@ class InlineMarker:
             if not self._closed:
                 self._closed = True
                 self._connection.close()
+
+
+def _save(
+    connection: sqlite3.Connection,
+    run_id: str,
+    write: CheckpointWrite,
+    pending: str,
+    expected_version: int | None,
+    now: float,
+) -> int:
+    return queries.save(connection, write, pending, expected_version, now)

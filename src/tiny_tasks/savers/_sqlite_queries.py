@@ -92,7 +92,9 @@ _WAKE_ON_SAVE = (
     " tiny_tasks_messages.run_id = tiny_tasks_runs.run_id"
     " AND tiny_tasks_messages.topic = waited.value AND tiny_tasks_messages.taken = 0)"
 )
-_UPDATE_STATE = "UPDATE tiny_tasks_states SET state = ? WHERE run_id = ?"
+# Unchanged on a step's write (the state changes when the run pauses): then it finds
+# nothing to change, and the page is not written to the WAL again.
+_UPDATE_STATE = "UPDATE tiny_tasks_states SET state = ?1 WHERE run_id = ?2 AND state IS NOT ?1"
 # Entry `index` of a write of `count` gets seq entry_count - count + index, after the
 # run's entry_count was raised by `count`; the parameter is count - index.
 _APPEND = (

@@ -10,9 +10,10 @@ killed at any moment, but the last commits before a power loss or OS crash may b
 (the database stays consistent). `synchronous="FULL"` fsyncs the WAL on every commit and
 survives power loss too, at several times the cost per write.
 
-Database work runs on one thread per saver, except the per-partial write
-(`mark_delivered`, or `append_partial` for the stream log) at NORMAL or OFF durability,
-which runs where it is awaited whenever it cannot wait there (see `_sqlite_inline`).
+Database work runs on one thread per saver, except a run's own writes and loads
+(`save`, `load`, and the per-partial `mark_delivered` or `append_partial`) at NORMAL or
+OFF durability, which run where they are awaited whenever they cannot wait there (see
+`_sqlite_inline`).
 
 A call that finds the database locked past `busy_timeout` is retried with jittered
 backoff (`_retry`). That is safe for writes too: a SQLite commit's outcome is always
@@ -28,12 +29,12 @@ import threading
 import warnings
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import _sqlite_queries as queries
 from ._retry import Backoff
 from ._scan import Cursor, check_scan, sqlite_scan
-from ._sqlite_inline import InlineMarker
+from ._sqlite_inline import THREAD, InlineMarker
 from ._sqlite_schema import SYNCHRONOUS_LEVELS, connect
 from ._sqlite_thread import DatabaseThread, LoopWaker, Work
 from .base import (
@@ -64,18 +65,19 @@ class SqliteSaver:
       random delay of up to 0.05 s, then 0.1 s, 0.2 s... (at most `retry_max_delay`),
       each retry waiting `busy_timeout` again. Other errors are raised at once.
     * `serde`: the codec the engine uses for this saver's values (`None`: the default).
-    * `inline_marks`: at NORMAL or OFF durability, mark streamed partials delivered on
-      the event loop when that cannot block it (default `True`; see below).
+    * `inline_marks`: at NORMAL or OFF durability, make a run's writes and loads on the
+      event loop when that cannot block it (default `True`; see below).
 
     Database work runs on one thread per saver, not on the event loop; writes queued
-    together are committed together. The one exception is the per-partial write
-    (`mark_delivered`, or `append_partial` which also stores the partial) at NORMAL or
-    OFF durability: a single-row UPDATE (and INSERT) that appends to the WAL with no
-    fsync, about 20 µs. It runs on the caller's thread when the
-    saver's thread is idle, on a second connection that never waits for a lock (if
+    together are committed together. The exception is what a run awaits one call at a
+    time, at NORMAL or OFF durability: `save` (a step's result, a pause), `load` and
+    the per-partial `mark_delivered` / `append_partial`. Each is a short transaction
+    that appends to the WAL with no fsync, 10-40 µs. It runs on the caller's thread when
+    the saver's thread is idle, on a second connection that never waits for a lock (if
     the database is locked it goes to the thread instead) and never checkpoints (it
-    asks the thread to); that is 3-4x cheaper than the round trip to the thread.
-    `inline_marks=False` sends it to the thread too. A saver may be shared by any number of
+    asks the thread to); that is 3-5x cheaper than the round trip to the thread, and
+    the commit has happened when the call returns, as on the thread.
+    `inline_marks=False` sends them to the thread too. A saver may be shared by any number of
     event loops in any threads; calls run in the order they were made, and each
     resolves on the loop that awaited it. A call cancelled before the thread reaches
     it is not applied; once started, a write completes. Close the saver with
@@ -138,6 +140,13 @@ class SqliteSaver:
 
     async def load(self, run_id: str) -> Checkpoint | None:
         """The stored checkpoint of `run_id` with all its entries, or `None`."""
+        inline = self._inline
+        if inline is not None:
+            found = inline.try_load(run_id)
+            if found is not THREAD:
+                return cast("Checkpoint | None", found)
+        elif self._inline_wanted:
+            self._open_inline()
         try:
             result: Checkpoint | None = await self._call(queries.load, (run_id,), writes=False)
         except sqlite3.OperationalError as error:
@@ -150,6 +159,13 @@ class SqliteSaver:
         `expected_version=None` creates the run. Raises `RunConflictError` if the run
         exists (when creating) or is not at `expected_version`.
         """
+        inline = self._inline
+        if inline is not None:
+            done = inline.try_save(write, expected_version)
+            if done is not None:
+                return done
+        elif self._inline_wanted:
+            self._open_inline()
         args = (write, queries.encode_pending(write.pending), expected_version, stamp())
         try:
             version: int = await self._call(queries.save, args, writes=True)
