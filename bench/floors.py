@@ -28,8 +28,10 @@ import cProfile
 import gc
 import io
 import pstats
+import re
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -286,9 +288,58 @@ async def main(options: argparse.Namespace) -> None:
                       f" {off / floor_off:.2f} |")
 
 
+async def one_pass(kind: str, n: int) -> None:
+    """One measured pass, after a warm-up one (what `--instructions` counts)."""
+    with tempfile.TemporaryDirectory() as directory:
+        saver: Any = MemorySaver()
+        if kind.endswith("sqlite"):
+            saver = SqliteSaver(Path(directory) / "pass.sqlite")
+            await saver.setup()
+        measure = pause_resume_per_op if kind.startswith("pause") else steps_per_op
+        await measure(saver, 3)
+        if n:
+            await measure(saver, n)
+        if kind.endswith("sqlite"):
+            await saver.close()
+
+
+def instructions(kind: str, n: int) -> int:
+    """Instructions a fresh interpreter executes for `one_pass(kind, n)` (callgrind)."""
+    finished = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         __file__, "--one-pass", kind, str(n)],
+        capture_output=True, text=True, check=True,
+    )
+    found = re.search(r"Collected : (\d+)", finished.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from valgrind:\n{finished.stderr[-500:]}")
+    return int(found.group(1))
+
+
+def count_instructions() -> None:
+    """Instructions per operation: a pass of K or N operations minus a pass of none.
+
+    The same on a loaded machine as on an idle one; a thread round trip's cost is mostly
+    waiting, which instructions do not show (time it with the table instead)."""
+    print("instructions per operation (callgrind; one pass minus an empty pass)")
+    for kind, n in (("pause-memory", K), ("steps-memory", STEPS), ("pause-sqlite", K),
+                    ("steps-sqlite", STEPS)):
+        per_op = (instructions(kind, n) - instructions(kind, 0)) / n
+        print(f"| {kind} | {per_op:,.0f} |", flush=True)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per operation with valgrind instead of timing")
     parser.add_argument("--rounds", type=int, default=5)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--one-pass", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.one_pass:
+        asyncio.run(one_pass(options.one_pass[0], int(options.one_pass[1])))
+    elif options.instructions:
+        count_instructions()
+    else:
+        asyncio.run(main(options))

@@ -70,8 +70,16 @@ class Frame:
         """
         index = self.next_index
         self.next_index = index + 1
+        run = self.run
+        recorded = run.recorded_at.get(self.path)
+        if recorded is not None:  # replay: the journal has sites in this frame
+            found = recorded.get(index)
+            if found is not None and found[0] == label and found[1] == kind:
+                site_id = found[2]
+                run.visited.add(site_id)
+                return site_id, (*self.order, index)
         site_id = f"{self.path}/{label}#{index}"
-        self.run.visit(site_id, self.path, index, kind)
+        run.visit(site_id, self.path, index, kind)
         return site_id, (*self.order, index)
 
 
@@ -169,8 +177,9 @@ def _interrupt(
     site_id, order = frame.allocate("interrupt", "interrupt")
     run = frame.run
     journal = run.journal
-    if site_id in journal.answers:
-        return journal.answers[site_id]
+    answer = journal.answers.get(site_id, NO_DEFAULT)
+    if answer is not NO_DEFAULT:
+        return answer
     if timeout is not None or journal.deadlines or journal.timeouts:
         from ._waits import interrupt_deadline
 

@@ -12,6 +12,8 @@ a void counts.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,7 +104,7 @@ def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
     number = 0
     try:
         # One loop with the checks inline: this runs once per recorded site on every resume.
-        for number, entry in enumerate(_load_all(serde, checkpoint.entries, run_id)):  # noqa: B007 - read in the except clause
+        for number, entry in enumerate(_decode_entries(serde, checkpoint.entries, run_id)):  # noqa: B007 - read in the except clause
             kind = entry["k"]
             if kind == "input":
                 journal.input = entry["v"]
@@ -190,6 +192,67 @@ def _damaged(run_id: str, where: str, exc: Exception) -> SerializationError:
         "restore it from a backup, or delete the run and start it again",
         run_id=run_id,
     )
+
+
+KEPT_RUNS = 256
+"""Runs whose decoded entries this process keeps for their next load (least recent out)."""
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+# run id -> (serde, entries, each entry decoded, or None where it holds a mutable value)
+_decoded_lock = threading.Lock()  # event loops in several threads decode
+_decoded: OrderedDict[str, tuple[Serializer, tuple[bytes, ...], list[Any]]] = OrderedDict()
+
+
+def _decode_entries(serde: Serializer, entries: tuple[bytes, ...], run_id: str) -> list[Any]:
+    """Every entry decoded, parsing only those this process has not decoded before.
+
+    A run resumed K times by one process would otherwise parse its whole journal on
+    every resume (K^2/2 entries in all). The entries are append-only, so a run's next
+    load starts with the bytes of its last one: when it does (compared byte for byte,
+    with the same serde), those entries are taken from the last decode and only the
+    new ones are parsed. An entry whose values are not all immutable scalars is parsed
+    again each time: its values are handed to the task, which may change them.
+    """
+    with _decoded_lock:
+        kept = _decoded.get(run_id)
+    count = 0
+    if kept is not None and kept[0] is serde:
+        count = len(kept[1])
+        if count > len(entries) or entries[:count] != kept[1]:
+            count = 0
+    if count:
+        previous = kept[2]  # type: ignore[index]
+        again = [n for n in range(count) if previous[n] is None]
+        try:
+            fresh = _load_all(serde, (*(entries[n] for n in again), *entries[count:]), run_id)
+        except Exception:  # decoded again whole, to name the bad entry by its number
+            fresh = None
+    if count and fresh is not None:
+        decoded = list(previous)
+        for n, entry in zip(again, fresh, strict=False):
+            decoded[n] = entry
+        decoded.extend(fresh[len(again) :])
+        shareable = previous + [_shareable(entry) for entry in fresh[len(again) :]]
+    else:
+        decoded = _load_all(serde, entries, run_id)
+        shareable = [_shareable(entry) for entry in decoded]
+    with _decoded_lock:
+        _decoded[run_id] = (serde, entries, shareable)
+        _decoded.move_to_end(run_id)
+        if len(_decoded) > KEPT_RUNS:
+            _decoded.popitem(last=False)
+    return decoded
+
+
+def _shareable(entry: Any) -> Any:
+    """`entry` if every value in it is an immutable scalar (safe to hand out again)."""
+    if entry.__class__ is not dict:
+        return None
+    for value in entry.values():
+        if value.__class__ not in _SCALARS:
+            return None
+    return entry
 
 
 def _load_all(serde: Serializer, entries: tuple[bytes, ...], run_id: str) -> list[Any]:

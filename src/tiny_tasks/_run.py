@@ -14,6 +14,7 @@ cancelled. A plain saver's writes never suspend and run inline.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import sys
@@ -114,7 +115,9 @@ class Run:
         # sites included; each frame's recorded sites; the sites replay has reached.
         self._positions: dict[str, tuple[str, str]] = {}
         self._by_frame: dict[str, list[str]] = {}
-        self._visited: set[str] = set()
+        # Each frame's path -> {index: (label, kind, site id)} recorded there.
+        self.recorded_at: dict[str, dict[int, tuple[str, str, str]]] = {}
+        self.visited: set[str] = set()
         # Frames the pause unwound (not those its cancellation cut short).
         self._unwound: list[str] = []
         self.mismatch: ReplayMismatchError | None = None
@@ -229,7 +232,7 @@ class Run:
         self.journal = decode_journal(stored, self.serde)
         self.version = stored.version
         self.delivered = stored.delivered
-        self._positions, self._by_frame = _positions(self.journal)
+        self._positions, self._by_frame, self.recorded_at = _positions(self.journal)
         self._log_end = -1
         self.resume_values = list(self.journal.answers.values())
         if command is not None:
@@ -336,13 +339,13 @@ class Run:
                             f"{kind} {site_id!r}",
                         )
                     )
-                self._visited.add(site_id)
+                self.visited.add(site_id)
 
     def check_frame(self, path: str, how: str) -> None:
         """A frame ended by itself: refuse it if it left a recorded site unreached."""
         sites = self._by_frame.get(path)
         if sites:
-            visited = self._visited
+            visited = self.visited
             for site in sites:
                 if site not in visited:
                     kind = self._positions[_position_of(site)][1]
@@ -1038,15 +1041,19 @@ def _position_of(site: str) -> str:
     return f"{parent}#{leaf.rpartition('#')[2]}"
 
 
-def _positions(journal: Journal) -> tuple[dict[str, tuple[str, str]], dict[str, list[str]]]:
-    """Map `parent_path#index` to the recorded (site id, kind) there, and each frame's
-    path to its recorded sites.
+def _positions(journal: Journal) -> tuple[
+    dict[str, tuple[str, str]], dict[str, list[str]], dict[str, dict[int, tuple[str, str, str]]]
+]:
+    """Map `parent_path#index` to the recorded (site id, kind) there, each frame's path
+    to its recorded sites, and each frame's path to {index: (label, kind, site id)} (what
+    `Frame.allocate` replays against without building the site id).
 
     A recorded site also records its ancestors: `wf/b#0/interrupt#1` says that position
     `wf#0` holds the task `wf/b#0`, so replay calling another task there is refused at once.
     """
     positions: dict[str, tuple[str, str]] = {}
     by_frame: dict[str, list[str]] = {}
+    at: dict[str, dict[int, tuple[str, str, str]]] = {}
     kinds = (
         (journal.answers, "interrupt"),
         (journal.timeouts, "interrupt"),
@@ -1058,15 +1065,32 @@ def _positions(journal: Journal) -> tuple[dict[str, tuple[str, str]], dict[str, 
     )
     for recorded, leaf_kind in kinds:
         for leaf_site in recorded:
-            site, kind = leaf_site, leaf_kind or leaf_site.rpartition("/")[2].rpartition("#")[0]
-            while True:
-                parent, slash, leaf = site.rpartition("/")
-                if not slash:
-                    break
-                position = f"{parent}#{leaf.rpartition('#')[2]}"
+            for position, site, kind, parent, index, label in _chain(leaf_site, leaf_kind):
                 if position in positions:
                     break  # this site and its ancestors are in already
                 positions[position] = (site, kind)
-                by_frame.setdefault(parent, []).append(site)
-                site, kind = parent, "task"
-    return positions, by_frame
+                if parent in by_frame:
+                    by_frame[parent].append(site)
+                    at[parent][index] = (label, kind, site)
+                else:
+                    by_frame[parent] = [site]
+                    at[parent] = {index: (label, kind, site)}
+    return positions, by_frame, at
+
+
+@functools.lru_cache(maxsize=16384)
+def _chain(leaf_site: str, leaf_kind: str) -> tuple[tuple[str, str, str, str, int, str], ...]:
+    """(position, site, kind, parent, index, label) for a recorded site and each of its
+    ancestors,
+    innermost first. A pure function of the site id, kept between the resumes of the
+    runs this process drives: the same sites come back on every resume."""
+    links = []
+    site, kind = leaf_site, leaf_kind or leaf_site.rpartition("/")[2].rpartition("#")[0]
+    while True:
+        parent, slash, leaf = site.rpartition("/")
+        if not slash:
+            break
+        label, _, index = leaf.rpartition("#")
+        links.append((f"{parent}#{index}", site, kind, parent, int(index), label))
+        site, kind = parent, "task"
+    return tuple(links)
