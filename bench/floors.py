@@ -186,7 +186,7 @@ async def pg_effects(saver: Any, n: int = 60) -> dict[str, float]:
     for _ in range(n):
         run_id = uuid.uuid4().hex
         marks = time.perf_counter()
-        stream = effects.stream(3, run_id=run_id, checkpointer=saver)
+        stream = effects(3, run_id=run_id, checkpointer=saver)
         stamps = [marks]
         async for _event in stream:
             stamps.append(time.perf_counter())
@@ -205,7 +205,7 @@ async def pg_effects(saver: Any, n: int = 60) -> dict[str, float]:
         timings["step"].append(0.0)
         timings["pause"].append(paused_at - before_step)
         started = time.perf_counter()
-        async for _event in effects.stream(Command(resume=1), run_id=run_id, checkpointer=saver):
+        async for _event in effects(Command(resume=1), run_id=run_id, checkpointer=saver):
             pass
         timings["resume"].append(time.perf_counter() - started)
     # A step alone, from a run of steps (the pause figure above holds a step too).
@@ -217,6 +217,13 @@ async def pg_effects(saver: Any, n: int = 60) -> dict[str, float]:
 
 
 async def main(options: argparse.Namespace) -> None:
+    if not options.postgres_only:
+        await main_local(options)
+    if options.postgres or options.postgres_only:
+        await main_postgres(options)
+
+
+async def main_local(options: argparse.Namespace) -> None:
     columns = Columns()
     with tempfile.TemporaryDirectory() as directory:
         memory = MemorySaver()
@@ -264,7 +271,10 @@ async def main(options: argparse.Namespace) -> None:
                 print(out.getvalue())
         for saver in savers.values():
             await saver.close()
-    if options.postgres:
+
+
+async def main_postgres(options: argparse.Namespace) -> None:
+    if True:
         async with postgres_savers() as (url, full, process):
             rows: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
             floors: dict[str, list[float]] = {"on": [], "off": []}
@@ -331,6 +341,7 @@ def count_instructions() -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--postgres-only", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions per operation with valgrind instead of timing")

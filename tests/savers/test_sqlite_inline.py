@@ -106,12 +106,13 @@ async def test_a_mark_made_behind_a_call_in_flight_waits_its_turn(path: Path) ->
         version = await saver.mark_delivered("run-1", 1, await _created(saver))
         await saver.load("run-1")
         counter = _JobCounter(saver)
-        deleting = asyncio.ensure_future(saver.delete("run-1"))
+        # A write that always goes to the thread (one no run awaits in sequence).
+        cancelling = asyncio.ensure_future(saver.request_cancel("run-1", 1.0))
         marking = asyncio.ensure_future(saver.mark_delivered("run-1", 2, version))
-        await deleting
-        with pytest.raises(RunConflictError, match="deleted"):
-            await marking  # applied after the delete, as it was called after it
-        assert counter.jobs == ["delete", "mark_delivered"]
+        await cancelling
+        with pytest.raises(RunConflictError, match=f"version {version + 1}"):
+            await marking  # applied after the cancel request, as it was called after it
+        assert counter.jobs == ["request_cancel", "mark_delivered"]
 
 
 async def test_marks_of_several_streams_at_once_go_to_the_thread_to_be_grouped(
@@ -223,3 +224,55 @@ async def test_a_mark_after_close_is_refused(path: Path) -> None:
     await saver.close()
     with pytest.raises(RuntimeError, match="closed"):
         await saver.mark_delivered("run-1", 2, version)
+
+
+async def test_a_runs_steps_and_resume_are_written_and_read_without_the_thread(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tiny_tasks import Command, TaskInterrupted, interrupt, step, task
+
+    seen: list[int] = []
+
+    @step
+    async def count_entries(i: int) -> int:
+        # Each earlier step's result was committed before it was handed back.
+        with closing(sqlite3.connect(path)) as other:
+            (entries,) = other.execute("SELECT count(*) FROM tiny_tasks_entries").fetchone()
+        seen.append(entries)
+        return i
+
+    @task("inline_steps")
+    async def steps(n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += await count_entries(i)
+        return total + interrupt("more?")
+
+    monkeypatch.setattr(_sqlite_inline, "CONCURRENT_WITHIN", 0.0)  # one run at a time
+    async with SqliteSaver(path) as saver:
+        await saver.setup()
+        await saver.save(_write("opener"), None)
+        await saver.load("opener")  # the first call opens the inline connection
+        await saver.load("opener")
+        counter = _JobCounter(saver)
+        with pytest.raises(TaskInterrupted):
+            await steps.invoke(5, run_id="run-1", checkpointer=saver)
+        assert await steps.invoke(Command(resume=10), run_id="run-1", checkpointer=saver) == 20
+        # run-1's input entry, then one more per step (opener has no entries)
+        assert seen == [1, 2, 3, 4, 5]
+        # loads, the create, 5 steps, the pause, the answers, the delete: no thread
+        assert counter.jobs == []
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "EXTRA"])
+async def test_at_full_durability_saves_and_loads_go_to_the_thread(
+    path: Path, synchronous: str
+) -> None:
+    async with SqliteSaver(path, synchronous=synchronous) as saver:
+        version = await _created(saver)
+        counter = _JobCounter(saver)
+        for _ in range(3):
+            version = await saver.save(_write("run-1"), version)
+            await saver.load("run-1")
+        await saver.delete("run-1")
+        assert counter.jobs == ["save", "load"] * 3 + ["delete"]

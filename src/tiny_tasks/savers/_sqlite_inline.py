@@ -3,8 +3,9 @@
 The calls made here are the ones a run makes one after another, each awaited before
 the run goes on: the per-partial write (`mark_delivered`, one UPDATE, or
 `append_partial` when the engine keeps the stream log), a step's or a pause's `save`
-(a few statements in one `BEGIN IMMEDIATE` transaction, which answers "busy" at once as
-the single UPDATE does), and a resume's `load` (one read transaction).
+and a finished run's `delete` (a few statements in one `BEGIN IMMEDIATE` transaction,
+which answers "busy" at once as the single UPDATE does), and a resume's `load` (one read
+transaction).
 
 A streamed partial is marked delivered before the consumer sees it, and a step's result
 is stored before it is handed back, so their cost is paid once each, in sequence. Sent to
@@ -99,6 +100,10 @@ class InlineMarker:
         args = (queries.encode_pending(write.pending), expected_version, stamp())
         version = self._try(write.run_id, _save, (write, *args), True)
         return None if version is THREAD else cast(int, version)
+
+    def try_delete(self, run_id: str) -> bool:
+        """`delete` here (one transaction); `False` if it must go to the thread."""
+        return self._try(run_id, queries.delete, (), True) is not THREAD
 
     def try_load(self, run_id: str) -> Checkpoint | None | Any:
         """`load` here (one read transaction): the checkpoint, `None` if the run is not

@@ -55,6 +55,9 @@ __all__ = ["PostgresSaver"]
 
 T = TypeVar("T")
 
+DURABILITY = ("full", "process")
+"""The `durability` levels of a `PostgresSaver`."""
+
 CHANNEL = "tiny_tasks_due"
 """The channel of the `NOTIFY` sent when a run may have become due (see `wait_for_due`)."""
 
@@ -270,6 +273,21 @@ class PostgresSaver:
     `PoolTimeout` is not retried: the pool has already spent its own `timeout`
     trying to connect.
 
+    `durability`: what a write has survived once the call returned.
+
+    * `"full"` (default): the server flushed its WAL to disk before answering
+      (`synchronous_commit` as the server sets it, on by default): the write survives
+      the application being killed and the server crashing or losing power.
+    * `"process"`: the saver's connections run with `synchronous_commit = off`, so the
+      server answers before its WAL reaches disk and flushes it within a moment
+      (`wal_writer_delay`, 200 ms by default, at most three times that). A write
+      survives the application process being killed at any moment, as with
+      `SqliteSaver`'s default; a crash of the server or its machine can lose the last
+      writes before it (the database stays consistent: it never holds half a write,
+      and compare-and-swap still refuses every stale write). On a fast disk this saves
+      little; where an fsync is slow it saves most of a write's cost. Needs a connection
+      string (with a pool you pass in, set `synchronous_commit` on its connections).
+
     A saver's pool belongs to the event loop that opened it: use one saver per loop.
 
     The first call opens the pool: it connects once first, waiting at most
@@ -279,7 +297,8 @@ class PostgresSaver:
     pool retry in the background. A later call tries again.
 
     Raises `ImportError` naming the extra to install when psycopg is missing,
-    `ValueError` for a negative `retry_attempts` or `retry_max_delay`, a connection
+    `ValueError` for an unknown `durability` (or `"process"` with a pool passed in),
+    a negative `retry_attempts` or `retry_max_delay`, a connection
     string that cannot be parsed or a `connect_timeout` that is not a whole number of
     seconds >= 1.
     """
@@ -293,6 +312,7 @@ class PostgresSaver:
         retry_attempts: int = 4,
         retry_max_delay: float = 1.0,
         connect_timeout: int = 5,
+        durability: str = "full",
     ) -> None:
         try:
             from psycopg.conninfo import conninfo_to_dict
@@ -310,6 +330,18 @@ class PostgresSaver:
         if connect_timeout < 1:
             raise ValueError(f"connect_timeout must be >= 1 second, not {connect_timeout}")
         self._connect_timeout = connect_timeout
+        if durability not in DURABILITY:
+            raise ValueError(
+                f"durability must be one of {', '.join(map(repr, DURABILITY))}, not {durability!r}"
+            )
+        self.durability = durability
+        """`"full"` or `"process"`: what a write survives once it returned (see the class)."""
+        if durability == "process" and not isinstance(conninfo, str):
+            raise ValueError(
+                "durability='process' needs a connection string: with a pool you pass in, "
+                "open its connections with synchronous_commit off yourself (for example "
+                "kwargs={'autocommit': True, 'options': '-c synchronous_commit=off'})"
+            )
         self._conninfo = conninfo if isinstance(conninfo, str) else ""
         self._target = ""
         self._owns_pool = isinstance(conninfo, str)
@@ -319,12 +351,17 @@ class PostgresSaver:
             except Exception as error:  # psycopg.ProgrammingError
                 raise ValueError(f"invalid PostgreSQL connection string: {error}") from None
             self._target = _describe_target(params)
+            kwargs: dict[str, Any] = {"autocommit": True}
+            if durability == "process":
+                # Added to the connection's own options, which a keyword would replace.
+                options = params.get("options") or ""
+                kwargs["options"] = f"{options} -c synchronous_commit=off".strip()
             self._pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
                 conninfo,
                 min_size=1,
                 max_size=max_size,
                 open=False,
-                kwargs={"autocommit": True},
+                kwargs=kwargs,
                 name="tiny-tasks",
             )
         else:

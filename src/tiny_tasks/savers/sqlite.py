@@ -11,7 +11,7 @@ killed at any moment, but the last commits before a power loss or OS crash may b
 survives power loss too, at several times the cost per write.
 
 Database work runs on one thread per saver, except a run's own writes and loads
-(`save`, `load`, and the per-partial `mark_delivered` or `append_partial`) at NORMAL or
+(`save`, `load`, `delete`, and the per-partial `mark_delivered` or `append_partial`) at NORMAL or
 OFF durability, which run where they are awaited whenever they cannot wait there (see
 `_sqlite_inline`).
 
@@ -70,8 +70,8 @@ class SqliteSaver:
 
     Database work runs on one thread per saver, not on the event loop; writes queued
     together are committed together. The exception is what a run awaits one call at a
-    time, at NORMAL or OFF durability: `save` (a step's result, a pause), `load` and
-    the per-partial `mark_delivered` / `append_partial`. Each is a short transaction
+    time, at NORMAL or OFF durability: `save` (a step's result, a pause), `load`,
+    `delete` (a finished run) and the per-partial `mark_delivered` / `append_partial`. Each is a short transaction
     that appends to the WAL with no fsync, 10-40 µs. It runs on the caller's thread when
     the saver's thread is idle, on a second connection that never waits for a lock (if
     the database is locked it goes to the thread instead) and never checkpoints (it
@@ -249,6 +249,12 @@ class SqliteSaver:
 
     async def delete(self, run_id: str) -> None:
         """Forget `run_id`, its entries, partials and messages (no error if not stored)."""
+        inline = self._inline
+        if inline is not None:
+            if inline.try_delete(run_id):
+                return
+        elif self._inline_wanted:
+            self._open_inline()
         await self._retrying("delete", queries.delete, (run_id,), writes=True)
 
     async def list_runs(
