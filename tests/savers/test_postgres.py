@@ -320,3 +320,33 @@ async def test_wait_for_due_only_sleeps_where_it_cannot_listen(
             assert not waiting.done()
             await clock.advance(5.0)
             assert await waiting is False
+
+
+async def test_durability_process_turns_synchronous_commit_off_on_the_savers_connections(
+    postgres_dsn: str,
+) -> None:
+    settings = {}
+    for durability in ("full", "process"):
+        # The connection string's own options are kept beside the added one.
+        dsn = f"{postgres_dsn} options='-c application_name=tt-{durability}'"
+        async with PostgresSaver(dsn, durability=durability) as saver:
+            await saver.setup()
+            assert saver.durability == durability
+            assert await saver.save(_write(f"run-{durability}", b"entry"), None) == 1
+            async with saver.pool.connection() as connection:
+                cursor = await connection.execute(
+                    "SELECT current_setting('synchronous_commit'),"
+                    " current_setting('application_name')"
+                )
+                settings[durability] = await cursor.fetchone()
+    assert settings == {"full": ("on", "tt-full"), "process": ("off", "tt-process")}
+
+
+async def test_an_unknown_durability_or_process_durability_on_your_own_pool_is_refused(
+    postgres_dsn: str,
+) -> None:
+    with pytest.raises(ValueError, match="durability must be one of 'full', 'process', not 'fast'"):
+        PostgresSaver(postgres_dsn, durability="fast")
+    async with AsyncConnectionPool(postgres_dsn, min_size=1, max_size=1, open=False) as pool:
+        with pytest.raises(ValueError, match="durability='process' needs a connection string"):
+            PostgresSaver(pool, durability="process")

@@ -23,6 +23,7 @@ from tiny_tasks import (
     TaskMismatchError,
     TinyTasksError,
     interrupt,
+    step,
     task,
 )
 from tiny_tasks._journal import Journal, decode_journal
@@ -339,3 +340,56 @@ async def test_another_task_cannot_call_or_resume_a_stored_run(
     if status == "running":
         assert await collect(wf(**opts)) == ([], [Interrupt("approve?", "wf/interrupt#0")])
     assert await collect(wf.resume("yes", **opts)) == (["yes"], [])
+
+
+# -- entries decoded once per process -----------------------------------------------------
+
+
+async def test_an_answer_the_task_changed_is_replayed_as_it_was_stored(saver: Any) -> None:
+    """Decoded entries are kept between resumes; a mutable answer is decoded afresh."""
+    seen: list[list[int]] = []
+
+    @task("mutating")
+    async def mutating() -> int:
+        first = interrupt("a list")
+        seen.append(list(first))
+        first.append(99)  # the task changes the value it was given
+        second = interrupt("a number")
+        third = interrupt("another")
+        return len(first) + second + third
+
+    await _paused(mutating(run_id="m", checkpointer=saver))
+    await _paused(mutating(Command(resume=[1, 2]), run_id="m", checkpointer=saver))
+    await _paused(mutating(Command(resume=10), run_id="m", checkpointer=saver))
+    assert await mutating.invoke(Command(resume=100), run_id="m", checkpointer=saver) == 113
+    assert seen == [[1, 2], [1, 2], [1, 2]]
+
+
+async def test_a_run_started_again_under_the_same_id_replays_its_own_entries(
+    saver: Any,
+) -> None:
+    """The kept decode of a run is used only while the stored entries begin with the
+    same bytes: a new run under a finished run's id is decoded from its own."""
+    executions = iter(range(100))
+
+    @step
+    async def numbered() -> int:
+        return next(executions)
+
+    @task("steps_then_ask")
+    async def steps_then_ask(count: int) -> list[int]:
+        done = [await numbered() for _ in range(count)]
+        return [*done, interrupt("first"), interrupt("second")]
+
+    for count, first_step in ((1, 0), (3, 1), (5, 4)):  # each run longer than the last
+        await _paused(steps_then_ask(count, run_id="again", checkpointer=saver))
+        await _paused(steps_then_ask(Command(resume=-1), run_id="again", checkpointer=saver))
+        result = await steps_then_ask.invoke(
+            Command(resume=-2), run_id="again", checkpointer=saver
+        )
+        assert result == [*range(first_step, first_step + count), -1, -2]
+
+
+async def _paused(stream: Any) -> None:
+    events = [event async for event in stream]
+    assert events and events[-1].interrupt is not None
