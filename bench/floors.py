@@ -85,10 +85,12 @@ async def pause_resume_per_op(saver: Any, k: int = K) -> float:
         try:
             result = await pauser.invoke(given, run_id=run_id, checkpointer=saver)
         except TaskInterrupted as paused:
-            assert paused.interrupts[0].value == i
+            if paused.interrupts[0].value != i:
+                raise RuntimeError(f"paused at {paused.interrupts[0].value}, not {i}") from None
             given = Command(resume=i)
         else:
-            assert i == k and result == k * (k - 1) // 2
+            if (i, result) != (k, k * (k - 1) // 2):
+                raise RuntimeError(f"ended after {i} resumes with {result}")
     return (time.perf_counter() - started) / k
 
 
@@ -130,14 +132,16 @@ class Columns:
         return min(self.samples[name])
 
 
-def _row(label: str, columns: Columns, name: str, base: str | None = None,
-         floor: str | None = None) -> str:
+def _row(
+    label: str, columns: Columns, name: str, base: str | None = None, floor: str | None = None
+) -> str:
     med, low = columns.median(name), columns.low(name)
     text = f"| {label} | {med:8.1f} | {low:8.1f} |"
     if base is not None and floor is not None:
         over = med - columns.median(base)
         over_low = low - columns.low(base)
-        text += f" {over:7.1f} | {over / columns.median(floor):5.2f} (min {over_low / columns.low(floor):4.2f}) |"
+        ratio, ratio_low = over / columns.median(floor), over_low / columns.low(floor)
+        text += f" {over:7.1f} | {ratio:5.2f} (min {ratio_low:4.2f}) |"
     else:
         text += " | |"
     return text
@@ -181,8 +185,13 @@ async def effects(n: int):  # type: ignore[no-untyped-def]
 
 async def pg_effects(saver: Any, n: int = 60) -> dict[str, float]:
     """Per effect: start (the create), a partial's mark, a step, a pause, a resume."""
-    timings: dict[str, list[float]] = {"start": [], "partial": [], "step": [], "pause": [],
-                                       "resume": []}
+    timings: dict[str, list[float]] = {
+        "start": [],
+        "partial": [],
+        "step": [],
+        "pause": [],
+        "resume": [],
+    }
     for _ in range(n):
         run_id = uuid.uuid4().hex
         marks = time.perf_counter()
@@ -233,10 +242,14 @@ async def main_local(options: argparse.Namespace) -> None:
         }
         for saver in savers.values():
             await saver.setup()
-        columns.add("floor NORMAL", lambda: asyncio.sleep(0, sqlite_floor(
-            f"{directory}/floor-n.sqlite", "NORMAL")))
-        columns.add("floor FULL", lambda: asyncio.sleep(0, sqlite_floor(
-            f"{directory}/floor-f.sqlite", "FULL", 200)))
+        columns.add(
+            "floor NORMAL",
+            lambda: asyncio.sleep(0, sqlite_floor(f"{directory}/floor-n.sqlite", "NORMAL")),
+        )
+        columns.add(
+            "floor FULL",
+            lambda: asyncio.sleep(0, sqlite_floor(f"{directory}/floor-f.sqlite", "FULL", 200)),
+        )
         columns.add("step memory", lambda: steps_per_op(memory))
         columns.add("step NORMAL", lambda: steps_per_op(savers["NORMAL"]))
         columns.add("step FULL", lambda: steps_per_op(savers["FULL"]))
@@ -294,8 +307,10 @@ async def main_postgres(options: argparse.Namespace) -> None:
             for effect in ("start", "partial", "step", "pause", "resume"):
                 on = statistics.median(r[effect] for r in rows["on"])
                 off = statistics.median(r[effect] for r in rows["off"])
-                print(f"| {effect} | {on:.0f} | {on / floor_on:.2f} | {off:.0f} |"
-                      f" {off / floor_off:.2f} |")
+                print(
+                    f"| {effect} | {on:.0f} | {on / floor_on:.2f} | {off:.0f} |"
+                    f" {off / floor_off:.2f} |"
+                )
 
 
 async def one_pass(kind: str, n: int) -> None:
@@ -316,9 +331,19 @@ async def one_pass(kind: str, n: int) -> None:
 def instructions(kind: str, n: int) -> int:
     """Instructions a fresh interpreter executes for `one_pass(kind, n)` (callgrind)."""
     finished = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         __file__, "--one-pass", kind, str(n)],
-        capture_output=True, text=True, check=True,
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            __file__,
+            "--one-pass",
+            kind,
+            str(n),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     found = re.search(r"Collected : (\d+)", finished.stderr)
     if found is None:
@@ -332,8 +357,12 @@ def count_instructions() -> None:
     The same on a loaded machine as on an idle one; a thread round trip's cost is mostly
     waiting, which instructions do not show (time it with the table instead)."""
     print("instructions per operation (callgrind; one pass minus an empty pass)")
-    for kind, n in (("pause-memory", K), ("steps-memory", STEPS), ("pause-sqlite", K),
-                    ("steps-sqlite", STEPS)):
+    for kind, n in (
+        ("pause-memory", K),
+        ("steps-memory", STEPS),
+        ("pause-sqlite", K),
+        ("steps-sqlite", STEPS),
+    ):
         per_op = (instructions(kind, n) - instructions(kind, 0)) / n
         print(f"| {kind} | {per_op:,.0f} |", flush=True)
 
@@ -343,8 +372,11 @@ if __name__ == "__main__":
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--postgres-only", action="store_true")
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--instructions", action="store_true",
-                        help="count instructions per operation with valgrind instead of timing")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per operation with valgrind instead of timing",
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--one-pass", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     options = parser.parse_args()

@@ -392,4 +392,5 @@ async def test_a_run_started_again_under_the_same_id_replays_its_own_entries(
 
 async def _paused(stream: Any) -> None:
     events = [event async for event in stream]
-    assert events and events[-1].interrupt is not None
+    assert events
+    assert events[-1].interrupt is not None

@@ -40,7 +40,7 @@ from typing import Any, cast
 
 from . import _sqlite_queries as queries
 from ._sqlite_thread import DatabaseThread
-from .base import Checkpoint, CheckpointWrite, stamp
+from .base import CheckpointWrite, stamp
 
 CONCURRENT_WITHIN = 0.002
 """Seconds: a write for another run this soon after the last one means several runs."""
@@ -105,7 +105,7 @@ class InlineMarker:
         """`delete` here (one transaction); `False` if it must go to the thread."""
         return self._try(run_id, queries.delete, (), True) is not THREAD
 
-    def try_load(self, run_id: str) -> Checkpoint | None | Any:
+    def try_load(self, run_id: str) -> Any:
         """`load` here (one read transaction): the checkpoint, `None` if the run is not
         stored, or `THREAD`."""
         return self._try(run_id, queries.load, (), False)

@@ -71,8 +71,9 @@ class SqliteSaver:
     Database work runs on one thread per saver, not on the event loop; writes queued
     together are committed together. The exception is what a run awaits one call at a
     time, at NORMAL or OFF durability: `save` (a step's result, a pause), `load`,
-    `delete` (a finished run) and the per-partial `mark_delivered` / `append_partial`. Each is a short transaction
-    that appends to the WAL with no fsync, 10-40 µs. It runs on the caller's thread when
+    `delete` (a finished run) and the per-partial `mark_delivered` / `append_partial`.
+    Each is a short transaction that appends to the WAL with no fsync, 10-40 µs. It
+    runs on the caller's thread when
     the saver's thread is idle, on a second connection that never waits for a lock (if
     the database is locked it goes to the thread instead) and never checkpoints (it
     asks the thread to); that is 3-5x cheaper than the round trip to the thread, and
