@@ -1091,6 +1091,10 @@ def _chain(leaf_site: str, leaf_kind: str) -> tuple[tuple[str, str, str, str, in
         if not slash:
             break
         label, _, index = leaf.rpartition("#")
-        links.append((f"{parent}#{index}", site, kind, parent, int(index), label))
+        # The index as `allocate` writes it, or a damaged site id: a position no effect
+        # is allocated at.
+        canonical = index.isascii() and index.isdigit() and str(int(index)) == index
+        number = int(index) if canonical else -1
+        links.append((f"{parent}#{index}", site, kind, parent, number, label))
         site, kind = parent, "task"
     return tuple(links)
