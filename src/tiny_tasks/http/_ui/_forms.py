@@ -43,6 +43,21 @@ class Asked:
     default: Any = None
     choices: tuple[tuple[str, Any], ...] = ()  # (label, answer)
 
+    @property
+    def has_fields(self) -> bool:
+        """Whether its form has fields to fill (not only its choice buttons)."""
+        if self.schema is None:
+            return not self.choices
+        return not _bare_enum(self)
+
+
+_SHOWN = frozenset({"title", "question", "message", "description", "choices", "options"})
+
+
+def _bare_enum(item: Asked) -> bool:
+    schema = item.schema or {}
+    return bool(item.choices) and "type" not in schema and len(schema) <= 3
+
 
 def asked(site: str, value: Any) -> Asked:
     """Read interrupt `site`'s `value` by the convention (see the module)."""
@@ -110,6 +125,16 @@ def render_answer(
         parts.append(html('<p class="description">$text</p>', text=item.description))
     if item.schema is not None:
         parts.append(_schema_fields(item, submitted, errors))
+    elif item.choices:
+        rest = {k: v for k, v in item.value.items() if k not in _SHOWN}
+        if rest:
+            parts.append(
+                html(
+                    '<details class="more-value"><summary>Details</summary>'
+                    '<pre class="value">$value</pre></details>',
+                    value=pretty(rest),
+                )
+            )
     else:
         name = f"j:{item.site}"
         parts.append(
@@ -118,22 +143,21 @@ def render_answer(
                 value=pretty(item.value),
             )
         )
-        if not item.choices:
-            parts.append(
-                _field(
-                    name,
-                    "Answer (JSON)",
-                    html(
-                        '<textarea name="$name" id="$id" rows="3" required spellcheck="false" '
-                        "placeholder='\"approved\"' data-json>$text</textarea>",
-                        name=name,
-                        id=_id(name),
-                        text=_first(submitted, name, ""),
-                    ),
-                    errors.get(name),
-                    'Any JSON value: "text" in quotes, true, 42, {"key": "value"}.',
-                )
+        parts.append(
+            _field(
+                name,
+                "Answer (JSON)",
+                html(
+                    '<textarea name="$name" id="$id" rows="3" required spellcheck="false" '
+                    "placeholder='\"approved\"' data-json>$text</textarea>",
+                    name=name,
+                    id=_id(name),
+                    text=_first(submitted, name, ""),
+                ),
+                errors.get(name),
+                'Any JSON value: "text" in quotes, true, 42, {"key": "value"}.',
             )
+        )
     if item.choices:
         parts.append(_choice_buttons(item))
     return join(parts)
@@ -174,7 +198,7 @@ def _schema_fields(item: Asked, submitted: Submitted, errors: Mapping[str, str])
             )
             for name, sub in properties.items()
         )
-    if item.choices and "type" not in schema and len(schema) <= 3:
+    if _bare_enum(item):
         return Markup("")  # a bare enum: its buttons are the form
     return _widget(f"a:{item.site}", schema, True, item.default, submitted, errors, "Answer")
 

@@ -198,16 +198,22 @@ def _answer_item(
     deadline = run.deadlines.get(item.site)
     return html(
         """<li class="interrupt" data-key="$key">
-<form class="answer" method="post" action="$action" data-answer data-site="$site">
+<form class="answer" method="post" action="$action" data-answer$fields>
 <input type="hidden" name="csrf" value="$csrf">
 <input type="hidden" name="site" value="$site">
 <input type="hidden" name="next" value="$next">
 $question
 <p class="meta">interrupt <code>$site</code>$deadline</p>
 <div class="notice" role="alert" data-notice hidden></div>
-<div class="actions"><button type="submit" class="primary">Answer</button></div>
+$submit
 </form></li>""",
         key=json.dumps([run.run_id, item.site]),
+        fields=Markup(" data-fields") if item.has_fields else "",
+        submit=Markup(
+            '<div class="actions"><button type="submit" class="primary">Answer</button></div>'
+        )
+        if item.has_fields
+        else "",
         action=page.run_url(run.run_id, "/answer"),
         site=item.site,
         csrf=page.csrf,

@@ -40,12 +40,8 @@ def timeline(stored: Checkpoint, serde: Serializer, pending: dict[str, Any]) -> 
         moments.append(Moment("sleeping", "Sleeping", None, stored.wake_at))
     outcome = read_outcome(stored, serde)
     if outcome is not None:
-        if outcome.status == "done":
-            moments.append(
-                Moment(
-                    "outcome", "Done", at=stored.updated_at, value=outcome.result, has_value=True
-                )
-            )
+        if outcome.status == "done":  # its result is shown above the timeline
+            moments.append(Moment("outcome", "Done", None, stored.updated_at))
         else:
             title = "Cancelled" if outcome.status == "cancelled" else "Failed"
             moments.append(Moment("outcome", title, at=stored.updated_at, error=outcome.error))

@@ -148,7 +148,9 @@
     const button = event.target.closest && event.target.closest("[data-answer-all] button");
     if (!button) return;
     const group = button.closest("[data-key]");
-    const forms = [...group.querySelectorAll("form[data-answer]")].filter((f) => !f.dataset.sent);
+    const forms = [...group.querySelectorAll("form[data-answer][data-fields]")].filter(
+      (f) => !f.dataset.sent,
+    );
     for (const form of forms) {
       if (!form.reportValidity()) return;
     }
@@ -165,7 +167,7 @@
   const showAnswerAll = (root = document) => {
     for (const box of root.querySelectorAll("[data-answer-all]")) {
       const group = box.closest("[data-key]") || box.parentElement;
-      const open = group.querySelectorAll("form[data-answer]:not([data-sent])").length;
+      const open = group.querySelectorAll("form[data-answer][data-fields]:not([data-sent])").length;
       box.hidden = open < 2;
       const count = box.querySelector("[data-count]");
       if (count) count.textContent = String(open);
