@@ -317,6 +317,11 @@ async def test_two_people_answer_one_interrupt_the_second_sees_who_won(
     await bob_page.screenshot(path=SHOTS / "conflict-desktop.png", full_page=True)
     await bob_page.set_viewport_size(PHONE)
     await bob_page.screenshot(path=SHOTS / "conflict-phone.png", full_page=True)
+    empty = bob_page.get_by_role("heading", name="Nothing is waiting on you")
+    await expect(empty).to_be_hidden()  # while the form is kept
+    await conflict.get_by_role("button", name="Dismiss").click()
+    await expect(bob_item).to_have_count(0)
+    await expect(empty).to_be_visible()
     run = await stored(url, "doc-1")
     assert (run["status"], run["result"], run["answered_by"]) == (
         "done",

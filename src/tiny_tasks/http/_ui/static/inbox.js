@@ -125,6 +125,16 @@
       for (const form of forms) {
         form.dataset.conflict = "1";
         notice(form, data.html, "bad");
+        const dismiss = document.createElement("button");
+        dismiss.type = "button";
+        dismiss.textContent = "Dismiss";
+        dismiss.addEventListener("click", () => {
+          delete form.dataset.conflict;
+          delete form.dataset.dirty;
+          form.closest("[data-key]").classList.add("stale");
+          tidy([form]);
+        });
+        form.querySelector("[data-notice]").append(dismiss);
       }
       forms[0].querySelector("[data-notice]").focus?.();
       return;
