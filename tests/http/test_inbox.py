@@ -460,3 +460,34 @@ async def test_answers_are_checked_on_the_server_too(server: tuple[str, SqliteSa
         for path in ("/ui", "/ui/runs", "/ui/runs/doc-2", "/ui/feed"):
             response = await anonymous.get(url + path)
             assert (response.status_code, "send x-user" in response.text) == (401, True)
+
+
+async def test_an_interrupt_is_answered_with_the_keyboard_alone(
+    browser: Browser, server: tuple[str, SqliteSaver]
+) -> None:
+    url, _ = server
+    await start(url, "sign_off", "plan.md", "doc-3")
+    context = await user(browser, "alice", PHONE)
+    page = await context.new_page()
+    await page.goto(f"{url}/ui")
+    focused = "() => document.activeElement.getAttribute('aria-label') || "
+    focused += (
+        "document.activeElement.labels?.[0]?.textContent || document.activeElement.textContent"
+    )
+    await page.keyboard.press("Tab")
+    assert await page.evaluate(focused) == "Skip to content"
+    await page.keyboard.press("Enter")
+    stops = []
+    for _ in range(12):
+        await page.keyboard.press("Tab")
+        stops.append((await page.evaluate(focused)).strip())
+        if stops[-1].startswith("Answer (JSON)"):
+            break
+    assert stops == ["sign_off", "The interrupt's value", "Answer (JSON) *"]
+    await page.keyboard.type('"looks good"')
+    await page.keyboard.press("Tab")
+    assert await page.evaluate(focused) == "Answer"
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Nothing is waiting on you")).to_be_visible()
+    assert (await stored(url, "doc-3"))["result"] == "plan.md: looks good"
+    await context.close()
