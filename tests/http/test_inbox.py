@@ -17,12 +17,12 @@ import httpx
 import pytest
 from http_server import serving
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from saver_kinds import SAVER_KINDS, make_saver
 from starlette.requests import Request
 
 from tiny_tasks import TaskContext, emit, interrupt, task
 from tiny_tasks.errors import AuthenticationError
 from tiny_tasks.http import TaskApp
-from tiny_tasks.savers import SqliteSaver
 
 CHROMIUM = os.environ.get("TT_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
@@ -105,15 +105,25 @@ def signed_in(request: Request) -> str:
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[tuple[str, SqliteSaver]]:
-    saver = SqliteSaver(tmp_path / "inbox.db")
-    async with serving(TaskApp(TASKS, saver, auth=signed_in, poll_interval=0.05)) as url:
-        yield url, saver
-    await saver.close()
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The saver kind of the server: SQLite, unless a test is parametrised over all."""
+    return str(getattr(request, "param", "sqlite"))
 
 
 @pytest.fixture
-async def browser(server: tuple[str, SqliteSaver]) -> AsyncIterator[Browser]:
+async def server(
+    store_kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[str, Any]]:
+    saver = await make_saver(store_kind, request, tmp_path)
+    async with serving(TaskApp(TASKS, saver, auth=signed_in, poll_interval=0.05)) as url:
+        yield url, saver
+    close = getattr(saver, "close", None)
+    if close is not None:
+        await close()
+
+
+@pytest.fixture
+async def browser(server: tuple[str, Any]) -> AsyncIterator[Browser]:
     # Closed before the server stops: the server waits for the pages' open event streams.
     assert os.access(CHROMIUM, os.X_OK), (
         f"{CHROMIUM} is missing: ./scripts/test installs Debian's chromium package"
@@ -171,8 +181,9 @@ def item(page: Page, text: str) -> Any:
     return page.locator("li.interrupt").filter(has_text=text)
 
 
+@pytest.mark.parametrize("store_kind", SAVER_KINDS, indirect=True)
 async def test_two_parallel_interrupts_answered_live_then_the_run_completes(
-    browser: Browser, server: tuple[str, SqliteSaver]
+    browser: Browser, server: tuple[str, Any]
 ) -> None:
     url, _ = server
     alice = await user(browser, "alice")
@@ -252,7 +263,7 @@ async def test_two_parallel_interrupts_answered_live_then_the_run_completes(
 
 
 async def test_all_pending_interrupts_of_a_run_are_answered_together(
-    browser: Browser, server: tuple[str, SqliteSaver]
+    browser: Browser, server: tuple[str, Any]
 ) -> None:
     url, _ = server
     await start(url, "release", None, "rel-1")
@@ -285,7 +296,7 @@ async def test_all_pending_interrupts_of_a_run_are_answered_together(
 
 
 async def test_two_people_answer_one_interrupt_the_second_sees_who_won(
-    browser: Browser, server: tuple[str, SqliteSaver]
+    browser: Browser, server: tuple[str, Any]
 ) -> None:
     url, _ = server
     await start(url, "sign_off", "contract.pdf", "doc-1")
@@ -332,9 +343,7 @@ async def test_two_people_answer_one_interrupt_the_second_sees_who_won(
     await bob.close()
 
 
-async def test_a_hostile_value_is_shown_as_text(
-    browser: Browser, server: tuple[str, SqliteSaver]
-) -> None:
+async def test_a_hostile_value_is_shown_as_text(browser: Browser, server: tuple[str, Any]) -> None:
     url, _ = server
     await start(url, "hostile", None, "evil-1")
     context = await user(browser, "alice")
@@ -358,7 +367,7 @@ async def test_a_hostile_value_is_shown_as_text(
 
 
 async def test_runs_are_filtered_cancelled_and_deleted_after_a_confirmation(
-    browser: Browser, server: tuple[str, SqliteSaver]
+    browser: Browser, server: tuple[str, Any]
 ) -> None:
     url, _ = server
     for number in range(3):
@@ -392,7 +401,7 @@ async def test_runs_are_filtered_cancelled_and_deleted_after_a_confirmation(
 
 
 async def test_forms_need_the_csrf_token_and_pages_the_auth_hook(
-    server: tuple[str, SqliteSaver],
+    server: tuple[str, Any],
 ) -> None:
     url, saver = server
     await start(url, "sign_off", "note.txt", "doc-2")
@@ -418,7 +427,7 @@ async def test_forms_need_the_csrf_token_and_pages_the_auth_hook(
     assert (await stored(url, "doc-2"))["answered_by"] == {"sign_off/interrupt#0": "mallory"}
 
 
-async def test_answers_are_checked_on_the_server_too(server: tuple[str, SqliteSaver]) -> None:
+async def test_answers_are_checked_on_the_server_too(server: tuple[str, Any]) -> None:
     url, saver = server
     await start(url, "purchase", "a chair", "order-3")
     budget, shipping = "purchase/ask_budget#0/interrupt#0", "purchase/ask_shipping#1/interrupt#0"
@@ -463,7 +472,7 @@ async def test_answers_are_checked_on_the_server_too(server: tuple[str, SqliteSa
 
 
 async def test_an_interrupt_is_answered_with_the_keyboard_alone(
-    browser: Browser, server: tuple[str, SqliteSaver]
+    browser: Browser, server: tuple[str, Any]
 ) -> None:
     url, _ = server
     await start(url, "sign_off", "plan.md", "doc-3")

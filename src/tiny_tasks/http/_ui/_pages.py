@@ -257,7 +257,8 @@ def runs_body(
         rows = join(
             html(
                 """<tr><td><a href="$url"><code>$run_id</code></a></td><td>$task</td>
-<td>$badge</td><td class="num">$pending</td><td>$created</td><td class="wide">$updated</td></tr>""",
+<td>$badge</td><td class="num">$pending</td><td class="wide">$created</td>
+<td class="wide">$updated</td></tr>""",
                 url=page.run_url(run.run_id),
                 run_id=run.run_id,
                 task=run.task_name,
@@ -271,7 +272,7 @@ def runs_body(
         listing = html(
             """<div class="table-wrap"><table class="runs">
 <thead><tr><th scope="col">Run</th><th scope="col">Task</th><th scope="col">Status</th>
-<th scope="col" class="num">Waiting</th><th scope="col">Created</th>
+<th scope="col" class="num">Waiting</th><th scope="col" class="wide">Created</th>
 <th scope="col" class="wide">Updated</th></tr></thead>
 <tbody>$rows</tbody></table></div>$more""",
             rows=rows,

@@ -74,6 +74,7 @@ logger = logging.getLogger("tiny_tasks.http")
 CSRF_COOKIE = "tiny_tasks_csrf"
 _TAIL = 100  # partials shown on a run's page before the live ones
 _INBOX_LIMIT = 200  # paused runs on the inbox page
+_FEED_SECONDS = 30.0  # how long one response of the live feed lasts
 _STATIC = {"inbox.css": "text/css; charset=utf-8", "inbox.js": "text/javascript; charset=utf-8"}
 _SECURITY = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
@@ -386,18 +387,24 @@ async def _feed(app: TaskApp, request: Request, page: Page) -> Response:
     run = request.query_params.get("run")
     run_id = run_id_field(run, "run") if run is not None else None
     return StreamingResponse(
-        _updates(app, page, run_id),
+        _updates(app, request, page, run_id),
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         media_type="text/event-stream",
     )
 
 
-async def _updates(app: TaskApp, page: Page, run_id: str | None) -> AsyncIterator[str]:
-    """An `update` event with the page's regions each time what they show changes."""
-    yield "retry: 2000\n\n"
+async def _updates(
+    app: TaskApp, request: Request, page: Page, run_id: str | None
+) -> AsyncIterator[str]:
+    """An `update` event with the page's regions each time what they show changes.
+
+    Ends after `_FEED_SECONDS` (the browser reconnects at once and gets the regions
+    again): a server that stops waits for open responses, and this one never ends itself.
+    """
+    yield "retry: 500\n\n"
     last: object = None
-    quiet = time.monotonic()
-    while True:
+    quiet = opened = time.monotonic()
+    while time.monotonic() - opened < _FEED_SECONDS and not await request.is_disconnected():
         page = Page(page.base, page.csrf, time.time(), page.principal)
         try:
             data, key = await _snapshot(app, page, run_id)
