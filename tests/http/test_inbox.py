@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from http_server import serving
+from http_server import replayed, serving
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 from saver_kinds import SAVER_KINDS, make_saver
 from starlette.requests import Request
@@ -183,14 +183,16 @@ def item(page: Page, text: str) -> Any:
 
 @pytest.mark.parametrize("store_kind", SAVER_KINDS, indirect=True)
 async def test_two_parallel_interrupts_answered_live_then_the_run_completes(
-    browser: Browser, server: tuple[str, Any]
+    browser: Browser, server: tuple[str, Any], store_kind: str
 ) -> None:
-    url, _ = server
+    screenshots = store_kind == "sqlite"  # once, from a store with every feature
+    url, saver = server
     alice = await user(browser, "alice")
     page = await alice.new_page()
     await page.goto(f"{url}/ui")
     await expect(page.get_by_role("heading", name="Nothing is waiting on you")).to_be_visible()
-    await shoot(alice, f"{url}/ui", "inbox-empty", ".empty")
+    if screenshots:
+        await shoot(alice, f"{url}/ui", "inbox-empty", ".empty")
     await page.evaluate("window.__sameDocument = true")
 
     # A run pauses on two interrupts at once: both appear, without a reload.
@@ -201,7 +203,8 @@ async def test_two_parallel_interrupts_answered_live_then_the_run_completes(
     await expect(shipping.get_by_role("button", name="ship now")).to_be_visible()
     await expect(page.get_by_role("button", name=re.compile("Answer all"))).to_be_hidden()
     await expect(page).to_have_title("(2) Waiting on you · tiny-tasks")
-    await shoot(alice, f"{url}/ui", "inbox", "li.interrupt")
+    if screenshots:
+        await shoot(alice, f"{url}/ui", "inbox", "li.interrupt")
 
     # The schema form: its default shown, the browser refuses what the schema refuses.
     note = budget.get_by_label("Note for the buyer")
@@ -228,11 +231,13 @@ async def test_two_parallel_interrupts_answered_live_then_the_run_completes(
     await page.goto(f"{url}/ui/runs/order-1")
     await page.evaluate("window.__sameDocument = true")
     partials = page.locator("ol[data-partials] li pre")
-    await expect(partials).to_have_text(['"quote received for a laptop"'])
+    # A saver without the stream log (`load_partials`) has no partials to show but those
+    # a watcher catches as they are made: here the run may end before the page follows it.
+    everything = ['"quote received for a laptop"', '"ordering a laptop for 1200 EUR"']
+    await expect(partials).to_have_text(replayed(saver, everything[:1]))
     await page.get_by_role("button", name="ship now").click()
-    await expect(partials).to_have_text(
-        ['"quote received for a laptop"', '"ordering a laptop for 1200 EUR"']
-    )
+    if hasattr(saver, "load_partials"):
+        await expect(partials).to_have_text(everything)
     result = page.locator("[data-result]")
     await expect(result).to_contain_text('"shipping": "ship now"')
     await expect(result).to_contain_text('"amount": 1200')
@@ -253,7 +258,8 @@ async def test_two_parallel_interrupts_answered_live_then_the_run_completes(
     await expect(answered.nth(0)).to_contain_text("by alice")
     await expect(answered.nth(1)).to_contain_text("by alice")
     await expect(page.get_by_role("heading", name="Nothing is waiting on you")).to_have_count(0)
-    await shoot(alice, f"{url}/ui/runs/order-1", "run", "[data-result]")
+    if screenshots:
+        await shoot(alice, f"{url}/ui/runs/order-1", "run", "[data-result]")
     done = await stored(url, "order-1")
     assert (done["status"], done["result"]["budget"]) == (
         "done",

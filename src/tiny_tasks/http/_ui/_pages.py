@@ -330,6 +330,7 @@ class RunView:
     submitted: Submitted | None = None
     errors: Mapping[str, str] | None = None
     notice: str | None = None
+    partials_kept: bool = True  # the saver keeps the stream log (`load_partials`)
 
 
 def run_body(page: Page, view: RunView) -> Markup:
@@ -352,8 +353,7 @@ $notice
 <section class="card" aria-labelledby="partials-h"><h2 id="partials-h">Partials</h2>
 $earlier<ol class="partials" data-partials data-stream="$stream" data-after="$last"
  data-status="$status" aria-live="polite">$tail</ol>
-<p class="empty-line" data-partials-empty $empty_hidden>No partials yet. They appear here as the run
-produces them.</p></section>
+<p class="empty-line" data-partials-empty $empty_hidden>$empty</p></section>
 <section class="card" aria-labelledby="timeline-h"><h2 id="timeline-h">Timeline</h2>
 <div data-region="timeline">$timeline</div></section>
 <section class="card danger" aria-labelledby="actions-h"><h2 id="actions-h">Actions</h2>
@@ -374,6 +374,10 @@ produces them.</p></section>
         status=state.status,
         tail=tail,
         empty_hidden=Markup("hidden") if view.partials else "",
+        empty="No partials yet. They appear here as the run produces them."
+        if view.partials_kept
+        else "This store does not keep partials (its saver has no load_partials): "
+        "the ones the run makes from now on appear here.",
         timeline=regions["timeline"],
         actions=regions["actions"],
     )

@@ -221,6 +221,7 @@ async def _run_view(app: TaskApp, run_id: str, **extra: Any) -> RunView:
         timeline(stored, app.runs.serde, journal.pending),
         partials,
         after + 1,
+        partials_kept=load_partials is not None,
         **extra,
     )
 
