@@ -20,7 +20,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from saver_kinds import SAVER_KINDS, make_saver
 from starlette.requests import Request
 
-from tiny_tasks import TaskContext, emit, interrupt, task
+from tiny_tasks import RetryPolicy, TaskContext, emit, interrupt, task
 from tiny_tasks.errors import AuthenticationError
 from tiny_tasks.http import TaskApp
 
@@ -93,7 +93,32 @@ async def release(_: None) -> list[Any]:
     return list(await asyncio.gather(ask_name.invoke(None), ask_tags.invoke(None)))
 
 
-TASKS = [purchase, ask_budget, ask_shipping, sign_off, hostile, release, ask_name, ask_tags]
+async def fetch_price(item: str) -> int:
+    return len(item) * 100
+
+
+async def reserve(item: str) -> None:
+    raise LookupError(f"no stock for {item}")
+
+
+@task
+async def restock(item: str, ctx: TaskContext) -> None:
+    price = await ctx.step(fetch_price, item)
+    emit(f"price {price}")
+    await ctx.step(reserve, item, retry=RetryPolicy(attempts=1))
+
+
+TASKS = [
+    restock,
+    purchase,
+    ask_budget,
+    ask_shipping,
+    sign_off,
+    hostile,
+    release,
+    ask_name,
+    ask_tags,
+]
 
 
 def signed_in(request: Request) -> str:
@@ -506,3 +531,32 @@ async def test_an_interrupt_is_answered_with_the_keyboard_alone(
     await expect(page.get_by_role("heading", name="Nothing is waiting on you")).to_be_visible()
     assert (await stored(url, "doc-3"))["result"] == "plan.md: looks good"
     await context.close()
+
+
+async def test_a_runs_timeline_shows_its_steps_with_duration_and_error(
+    server: tuple[str, Any],
+) -> None:
+    url, _ = server
+    async with httpx.AsyncClient(headers={"x-user": "ops"}) as http:
+        response = await http.post(
+            f"{url}/runs",
+            json={"task": "restock", "input": "<b>bolts</b>", "run_id": "stock-1"},
+            headers={"accept": "text/event-stream"},
+        )
+        assert "event: error" in response.text
+        page = (await http.get(f"{url}/ui/runs/stock-1")).text
+    moments = re.findall(
+        r'<li class="moment moment-(\w+)"><p><span class="what">([^<]+)</span>', page
+    )
+    assert moments == [
+        ("input", "Started"),
+        ("step", "Step"),
+        ("step", "Step failed"),
+        ("outcome", "Failed"),
+    ]
+    assert re.search(r"restock/fetch_price#0</code> · \d+ ms · <time", page)
+    # The outcome, and in the timeline the failed step and the run's end: escaped.
+    assert page.count("<strong>LookupError</strong>: no stock for &lt;b&gt;bolts&lt;/b&gt;<") == 3
+    assert "Started</span> by <strong>ops</strong>" in page
+    assert '<span class="badge status-failed">failed</span>' in page
+    assert '<pre class="value">&quot;price 1200&quot;</pre>' in page
