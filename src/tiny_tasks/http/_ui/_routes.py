@@ -38,6 +38,7 @@ from ...errors import (
     InvalidRequestError,
     MalformedRequestError,
     RequestTooLargeError,
+    RunConflictError,
     TinyTasksError,
     UnknownRunError,
 )
@@ -279,14 +280,8 @@ async def _answer(app: TaskApp, request: Request, page: Page) -> Response:
     if stored is None:
         raise UnknownRunError(run_id)
     journal = decode_journal(stored, app.runs.serde)
-    gone = [site for site in sites if site not in journal.pending]
-    if gone:
-        answered = {
-            site: (journal.answers[site], journal.answered_by.get(site))
-            for site in gone
-            if site in journal.answers
-        }
-        return _conflict(request, page, run_id, answered, form)
+    if any(site not in journal.pending for site in sites):
+        return _conflict(request, page, run_id, _answered(app, stored, sites), form)
     items: dict[str, Asked] = {site: asked(site, journal.pending[site]) for site in sites}
     found = read_answers(items, sites, form)
     if found.errors:
@@ -306,13 +301,29 @@ async def _answer(app: TaskApp, request: Request, page: Page) -> Response:
     task = app.task(stored.task_name)
     try:
         await app.runs.resume(task, Command(answers=found.values), run_id, page.principal, None)
-    except InterruptAnsweredError as error:
-        return _conflict(request, page, run_id, error.answered, form)
+    except (InterruptAnsweredError, RunConflictError):
+        # Answered by another request (or process) between our read and our write.
+        now = await app.runs.load(run_id)
+        return _conflict(request, page, run_id, _answered(app, now, sites), form)
     if _wants_json(request):
         return JSONResponse({"answered": sites, "run_id": run_id})
     back = (form.get("next") or [""])[0]
     target = page.url("/ui") if back == "inbox" else page.run_url(run_id)
     return RedirectResponse(target, 303)
+
+
+def _answered(
+    app: TaskApp, stored: Checkpoint | None, sites: list[str]
+) -> dict[str, tuple[Any, Any]]:
+    """What `sites` were answered with, and by whom, as the store says now."""
+    if stored is None:
+        return {}
+    journal = decode_journal(stored, app.runs.serde)
+    return {
+        site: (journal.answers[site], journal.answered_by.get(site))
+        for site in sites
+        if site in journal.answers
+    }
 
 
 def _conflict(
