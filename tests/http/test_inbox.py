@@ -9,6 +9,7 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -108,7 +109,14 @@ async def restock(item: str, ctx: TaskContext) -> None:
     await ctx.step(reserve, item, retry=RetryPolicy(attempts=1))
 
 
+@task
+async def deploy(_: None, ctx: TaskContext) -> Any:
+    question = {"question": "Deploy to production?", "choices": ["yes", "no"]}
+    return ctx.interrupt(question, timeout=timedelta(hours=4), default="no")
+
+
 TASKS = [
+    deploy,
     restock,
     purchase,
     ask_budget,
@@ -560,3 +568,18 @@ async def test_a_runs_timeline_shows_its_steps_with_duration_and_error(
     assert "Started</span> by <strong>ops</strong>" in page
     assert '<span class="badge status-failed">failed</span>' in page
     assert '<pre class="value">&quot;price 1200&quot;</pre>' in page
+
+
+async def test_an_interrupt_with_a_deadline_shows_it(server: tuple[str, Any]) -> None:
+    url, _ = server
+    await start(url, "deploy", None, "deploy-1")
+    run = await stored(url, "deploy-1")
+    async with httpx.AsyncClient(headers={"x-user": "ops"}) as http:
+        inbox = (await http.get(f"{url}/ui")).text
+    # On the run's group and on the interrupt itself: the stored deadline, in words.
+    found = re.findall(
+        r'answer by (?:</strong>)?<time [^>]*data-ts="([0-9.]+)"[^>]*>([^<]+)<', inbox
+    )
+    found += re.findall(r'answer by <time [^>]*data-ts="([0-9.]+)"[^>]*>([^<]+)<', inbox)
+    assert sorted(set(found)) == [(f"{run['wake_at']:.3f}", "in 3 h")]
+    assert inbox.count(f'data-ts="{run["wake_at"]:.3f}"') == 2
