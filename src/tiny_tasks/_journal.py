@@ -21,7 +21,15 @@ from .errors import SerializationError, UnknownTypeError
 from .savers.base import FINISHED, Checkpoint
 from .serde import Serializer
 
-__all__ = ["ChildRecord", "Journal", "StepRecord", "decode_journal", "encode_entry", "encode_state"]
+__all__ = [
+    "ChildRecord",
+    "Journal",
+    "StepRecord",
+    "decode_journal",
+    "encode_entry",
+    "encode_state",
+    "journal_entries",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +171,15 @@ def decode_journal(checkpoint: Checkpoint, serde: Serializer) -> Journal:
     elif checkpoint.status == "paused":
         raise _damaged(run_id, "state", ValueError("a paused run with no pending interrupts"))
     return journal
+
+
+def journal_entries(checkpoint: Checkpoint, serde: Serializer) -> list[dict[str, Any]]:
+    """The run's journal entries as written, in order (for showing a run's timeline).
+
+    Raises `SerializationError` naming the run when an entry cannot be decoded.
+    """
+    entries = _load_all(serde, checkpoint.entries, checkpoint.run_id)
+    return [entry for entry in entries if isinstance(entry, dict)]
 
 
 def _child_record(entry: dict[str, Any]) -> ChildRecord:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._acting import current_acting
+from ._clock import current_clock
 from ._journal import Journal, decode_journal, encode_entry
 from ._values import Command
 from .errors import (
@@ -168,7 +169,7 @@ async def submit_run(
     from ._run import resolve
 
     run_id = run_id or uuid.uuid4().hex
-    entry: dict[str, Any] = {"k": "input", "v": value}
+    entry: dict[str, Any] = {"k": "input", "v": value, "at": current_clock().now()}
     principal = current_acting().principal
     if principal is not None:  # who submitted it (see `_acting`)
         entry["by"] = principal

@@ -276,7 +276,8 @@ class Run:
         await self.write("running", (entry,), create=True)
 
     def _by(self, entry: dict[str, Any]) -> dict[str, Any]:
-        """`entry` with the acting principal recorded in it, if there is one."""
+        """`entry` with when it was made and the acting principal, if there is one."""
+        entry["at"] = current_clock().now()
         if self.acting.principal is not None:
             entry["by"] = self.acting.principal
         return entry
@@ -579,12 +580,16 @@ class Run:
 
     # -- recording ----------------------------------------------------------------
 
-    async def record_step(self, site_id: str, record: StepRecord) -> None:
+    async def record_step(
+        self, site_id: str, record: StepRecord, began: float | None = None
+    ) -> None:
         """Store a finished step before its result is handed back."""
         self.journal.steps[site_id] = record
         if not self.saving:
             return
         entry: dict[str, Any] = {"k": "step", "s": site_id, "h": record.args_hash}
+        if began is not None:  # when it ran, for the inbox's timeline; never replayed
+            entry["ran"] = [began, current_clock().now()]
         if record.error is not None:
             entry["e"] = list(record.error)
         else:
@@ -597,6 +602,7 @@ class Run:
         if not self.saving:
             return
         entry = {"k": "child", "s": site_id, "p": partials, "v": result}
+        entry["at"] = current_clock().now()
         encoded = self._encode(entry, f"the partials and result of task {site_id!r}")
         self.journal.children[site_id] = ChildRecord(partials, result)
         await self.write("running", (encoded,), what=f"task {site_id!r}")

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar, overload
 
 from . import _telemetry
 from ._cancel import deliver_cancel, step_cancelled
+from ._clock import current_clock
 from ._context import IN_STEP, Frame, _current, current_frame
 from ._journal import StepRecord
 from ._sync import body_thread
@@ -235,6 +236,7 @@ async def _run_step(
         token = _current.set(IN_STEP)  # a step is opaque: no interrupts or nested runs in it
         # A run that is cancelled cancels its steps in flight through asyncio (`_cancel`).
         run.in_flight.add(site_id)
+        began = current_clock().now()
         try:
             with _telemetry.step_span(run.run_id, run.task_name, site_id) as span:
                 value, error = await _attempt_all(fn, args, kwargs, policy, timeout, thread)
@@ -251,7 +253,7 @@ async def _run_step(
             value, error = await _outcome_of(stopped.future)
             cancelled = step_cancelled(run, asyncio.current_task())
             try:
-                await run.record_step(site_id, _record_of(args_hash, value, error))
+                await run.record_step(site_id, _record_of(args_hash, value, error), began)
             except RunCancelled:
                 raise  # the run was cancelled: it stops here, its step recorded
             except TinyTasksError:
@@ -266,7 +268,7 @@ async def _run_step(
                 step_cancelled(run, asyncio.current_task())
         # No await between the function's end and the record's write starting: once
         # started, the write completes even if this task is cancelled while it waits.
-        await run.record_step(site_id, _record_of(args_hash, value, error))
+        await run.record_step(site_id, _record_of(args_hash, value, error), began)
         if error is not None:
             raise error
         return value

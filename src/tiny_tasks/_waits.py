@@ -316,7 +316,7 @@ def interrupt_deadline(
     if has_default:
         journal.answers[site_id] = default
         run.resume_values.append(default)
-        entry = {"k": "answer", "s": site_id, "v": default, "d": 1}
+        entry = {"k": "answer", "s": site_id, "v": default, "d": 1, "at": when}
         run.ride(_encode(run, entry, f"the default answer of {site_id!r}"))
         return True, default
     journal.timeouts[site_id] = when

@@ -18,6 +18,7 @@ __all__ = [
     "AlreadyAnsweredError",
     "AmbiguousResumeError",
     "AuthenticationError",
+    "CsrfTokenError",
     "InterruptAnsweredError",
     "InvalidRequestError",
     "MalformedRequestError",
@@ -481,6 +482,17 @@ class AuthenticationError(TinyTasksError):
 class AccessDeniedError(TinyTasksError, PermissionError):
     """Raised by an `auth` hook (or returned as HTTP 403): the caller is known but may not
     do this."""
+
+
+class CsrfTokenError(AccessDeniedError):
+    """A form posted to the inbox (`/ui`) without this browser's CSRF token (HTTP 403):
+    it expired, or the form came from another site."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this form's security token does not match this browser's (it expired, or the "
+            "form came from another site): reload the page and send the form again"
+        )
 
 
 class RemoteError(TinyTasksError):

@@ -153,7 +153,7 @@ class TaskApp:
             Route("/openapi.json", self._bind(_openapi), methods=["GET"]),
         ]
         if ui:
-            routes += ui_routes()
+            routes += ui_routes(self)
         self._app = Starlette(
             routes=routes,
             exception_handlers={HTTPException: _http_error},
