@@ -1,13 +1,16 @@
 """The measuring loop every system module shares.
 
-A system module (``bench/systems/*_bench.py``) defines the same four scenario coroutines,
+A system module (``bench/systems/*_bench.py``) defines the same scenario coroutines,
 each taking an open backend and a size and returning the seconds its measured part took:
 
 * ``stream(backend, n)``: one run yields `n` small partials to its consumer;
 * ``pause_resume(backend, k)``: one run pauses `k` times and is resumed `k` times;
 * ``steps(backend, n)``: one run records `n` sequential steps;
 * ``resume_after_steps(backend, n)``: a run records `n` steps and pauses (not timed),
-  then one resume to the end is timed.
+  then one resume to the end is timed;
+* ``concurrent(backend, n)``: `n` runs at once in this process, each making
+  `CONCURRENT_STEPS` steps and pausing once; then all are resumed to the end (timed
+  from the first start to the last result; peak RSS sampled).
 
 It also defines ``BACKENDS``: backend name -> async context manager factory
 ``open(pg_url, workdir)`` yielding whatever its scenarios need. `run_system` runs every
@@ -26,6 +29,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -33,19 +37,21 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCENARIOS = ("stream", "pause_resume", "steps", "resume_after_steps")
+SCENARIOS = ("stream", "pause_resume", "steps", "resume_after_steps", "concurrent")
 
 FULL_SIZES: dict[str, tuple[int, ...]] = {
     "stream": (20_000,),
     "pause_resume": (10, 100, 300),
     "steps": (1_000,),
     "resume_after_steps": (1_000,),
+    "concurrent": (100, 1_000, 10_000),
 }
 QUICK_SIZES: dict[str, tuple[int, ...]] = {
     "stream": (50,),
     "pause_resume": (1, 3),
     "steps": (10,),
     "resume_after_steps": (10,),
+    "concurrent": (10,),
 }
 
 # What one "operation" is, so every figure is time per operation.
@@ -54,7 +60,10 @@ UNITS: dict[str, tuple[str, float]] = {
     "pause_resume": ("ms/round trip", 1e3),
     "steps": ("ms/step", 1e3),
     "resume_after_steps": ("ms/resume", 1e3),
+    "concurrent": ("ms/run", 1e3),  # shown as runs/s
 }
+# Concurrent runs: steps each run makes before its one pause (then it is resumed).
+CONCURRENT_STEPS = 5
 
 
 def operations(scenario: str, size: int) -> int:
@@ -80,6 +89,17 @@ class Result:
     # The machine's speed around this cell: seconds per item of a bare async generator,
     # measured just before and just after the measured runs (their mean).
     bare_seconds: float = 0.0
+    # What a commit promises on this backend, as the system reports it ("WAL,
+    # synchronous=NORMAL", "synchronous_commit=on", "not stored"...) and its level, the
+    # key rows are matched on ("NORMAL", "FULL", "on", "memory", "not stored").
+    durability: str = ""
+    level: str = ""
+    # Set when the figure measures a polling interval rather than the work: such a cell
+    # is shown but never counted as meeting a target.
+    polling: str = ""
+    # Peak resident memory above the process's before the run, MiB, per measured run
+    # (the concurrent scenario only).
+    peak_rss_mib: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.requested_size = self.requested_size or self.size
@@ -105,6 +125,13 @@ class System:
     backends_for: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Backend -> reason, for backends the system does not have at all.
     missing_backends: Mapping[str, str] = field(default_factory=dict)
+    # (backend name, opened backend) -> (durability text, level): what a commit promises,
+    # read from the opened store where it can be (see Result.durability).
+    durability: Callable[[str, Any], Awaitable[tuple[str, str]]] | None = None
+    # (scenario, backend) -> why that cell measures a polling interval.
+    polling: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    # Scenario -> (backend -> durability): overrides, e.g. a stream that is not stored.
+    durability_override: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -147,40 +174,59 @@ async def _measure(
     The warm-up is one run at a tenth of the size; its wall time projects how long the
     measured runs will take. A cell projected over `args.cell_budget` seconds is shrunk
     (stream, steps: their cost per operation does not depend on the size) or skipped
-    (pause/resume, resume after steps: there the size is what is being varied). A cell
-    whose full-size run is cheap gets a second, full-size warm-up, and one under a
-    second is measured `CHEAP_REPEAT` times instead (neither in quick mode).
+    (pause/resume, resume after steps, concurrent: there the size is what is being
+    varied) unless one measured run fits, which is then all it gets. A cell whose
+    full-size run is cheap gets a second, full-size warm-up, and one under a second is
+    measured `CHEAP_REPEAT` times instead. In quick mode every cell runs once, whatever
+    its projection: there the point is that every cell still works.
     """
     unit = UNITS[scenario][0]
     result = Result(system.name, backend_name, scenario, size, unit)
     function = system.scenarios[scenario]
     factory = system.backends[backend_name]
+    result.polling = system.polling.get((scenario, backend_name), "")
     try:
         async with factory(args.postgres, workdir) as backend:
+            if scenario in system.durability_override:
+                result.durability, result.level = system.durability_override[scenario]
+            elif system.durability is not None:
+                result.durability, result.level = await system.durability(backend_name, backend)
             probe_size = max(1, size // 10)
             started = time.perf_counter()
             await function(backend, probe_size)
             projected_run = (time.perf_counter() - started) * size / probe_size
-            if projected_run * args.repeat > args.cell_budget > 0:
+            repeat = args.repeat
+            budget = 0.0 if args.quick else args.cell_budget  # quick: every cell runs once
+            if projected_run * repeat > budget > 0 and scenario not in SHRINKABLE \
+                    and projected_run <= budget:
+                repeat = 1  # one measured run fits where `args.repeat` would not
+                result.note = (f"1 measured run: {args.repeat} at size {size:,} projected at "
+                               f"{projected_run * args.repeat:,.0f} s, over the "
+                               f"{args.cell_budget:g} s cell budget")
+            if projected_run * repeat > budget > 0:
                 over = (
-                    f"{args.repeat} runs at size {size:,} projected at "
-                    f"{projected_run * args.repeat:,.0f} s, over the {args.cell_budget:g} s "
+                    f"{repeat} run(s) at size {size:,} projected at "
+                    f"{projected_run * repeat:,.0f} s, over the {args.cell_budget:g} s "
                     f"cell budget"
                 )
                 if scenario not in SHRINKABLE:
                     result.status, result.note = "skipped", over
                     return result
-                size = _shrunk(size, args.cell_budget / args.repeat / projected_run)
+                size = _shrunk(size, args.cell_budget / repeat / projected_run)
                 result.size, result.note = size, f"size reduced: {over}"
             elif projected_run < FULL_WARM_UP_LIMIT and probe_size < size and not args.quick:
                 await function(backend, size)
-            repeat = args.repeat
             if projected_run < CHEAP_RUN and not args.quick:
                 repeat = max(repeat, CHEAP_REPEAT)  # more runs: a steadier median, ~free
             before = await bare_speed()
             for _ in range(repeat):
                 gc.collect()
-                seconds = await function(backend, size)
+                if scenario in RSS_SCENARIOS:
+                    with PeakRss() as peak:
+                        seconds = await function(backend, size)
+                    result.peak_rss_mib.append(peak.mib)
+                else:
+                    seconds = await function(backend, size)
                 result.seconds_per_op.append(seconds / operations(scenario, size))
             result.bare_seconds = (before + await bare_speed()) / 2
     except NotApplicable as reason:
@@ -213,6 +259,44 @@ async def bare_speed(items: int = 20_000, runs: int = 5) -> float:
 
 
 SHRINKABLE = ("stream", "steps")
+RSS_SCENARIOS = ("concurrent",)
+
+
+class PeakRss:
+    """The peak resident set size above the one on entry, sampled every 2 ms by a thread.
+
+    `ru_maxrss` is the peak of the whole process's life, so it cannot tell one cell from
+    the next; sampling /proc/self/statm can (at the cost of missing a peak shorter than
+    the sampling period, irrelevant for runs that take seconds).
+    """
+
+    def __init__(self) -> None:
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._base = self._peak = 0
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * self._page
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self._peak = max(self._peak, self._rss())
+
+    def __enter__(self) -> PeakRss:
+        self._base = self._peak = self._rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, self._rss())
+
+    @property
+    def mib(self) -> float:
+        return (self._peak - self._base) / 2**20
 FULL_WARM_UP_LIMIT = 20.0  # seconds
 CHEAP_RUN, CHEAP_REPEAT = 1.0, 7  # runs projected under CHEAP_RUN seconds are repeated more
 
@@ -269,11 +353,12 @@ async def _run(system: System, args: argparse.Namespace) -> list[Result]:
 
 
 def _progress_line(result: Result, wall: float) -> str:
-    where = f"{result.system:<22} {result.backend:<9} {result.scenario:<19} {result.size:>6}"
+    where = f"{result.system:<26} {result.backend:<9} {result.scenario:<19} {result.size:>6}"
     if result.status != "ok":
         return f"  {where}  {result.status}: {result.note}"
     scale = UNITS[result.scenario][1]
-    return f"  {where}  {result.median * scale:10.3f} {result.unit}  ({wall:.1f} s)"
+    rss = f", {max(result.peak_rss_mib):.0f} MiB" if result.peak_rss_mib else ""
+    return f"  {where}  {result.median * scale:10.3f} {result.unit}  ({wall:.1f} s{rss})"
 
 
 def run_system(make_system: Callable[[str], System], argv: list[str] | None = None) -> None:

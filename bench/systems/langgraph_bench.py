@@ -2,11 +2,14 @@
 
 Backends: no checkpointer (stream only), `InMemorySaver`, `AsyncSqliteSaver` (a file in a
 temporary directory), `AsyncPostgresSaver` (its own database on the throwaway server).
-LangGraph's default durability mode ("async") is left as it is.
+LangGraph's default durability mode ("async") is left as it is. Variant ``normal``: the
+SQLite saver's connection set to `synchronous=NORMAL` (tiny-tasks' default) instead of
+SQLite's default FULL, so that the two can be compared at the same durability.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 import uuid
@@ -23,7 +26,7 @@ from langgraph.config import get_stream_writer
 from langgraph.func import entrypoint, task
 from langgraph.types import Command, interrupt
 
-from _harness import System, run_system
+from _harness import CONCURRENT_STEPS, System, run_system
 
 # ---- the workload: the same shapes as in every other system module -----------------
 
@@ -60,6 +63,9 @@ async def stepper_then_pause(n: int) -> int:
     return total + interrupt("continue?")
 
 
+CONCURRENT_TOTAL = sum(range(1, CONCURRENT_STEPS + 1)) + 1  # what each concurrent run returns
+
+
 # ---- backends ----------------------------------------------------------------------
 
 
@@ -72,6 +78,7 @@ class Backend:
         self.pauser = build(pauser)
         self.stepper = build(stepper)
         self.stepper_then_pause = build(stepper_then_pause)
+        self.checkpointer = checkpointer
 
 
 @asynccontextmanager
@@ -91,7 +98,34 @@ async def sqlite(pg_url: str | None, workdir: str) -> AsyncIterator[Backend]:
     path = Path(workdir) / f"langgraph-{uuid.uuid4().hex}.sqlite"
     async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
         await saver.setup()
+        if SYNCHRONOUS["level"] is not None:
+            await saver.conn.execute(f"PRAGMA synchronous={SYNCHRONOUS['level']}")
         yield Backend(saver)
+
+
+SYNCHRONOUS: dict[str, str | None] = {"level": None}  # None: SQLite's default (FULL)
+SQLITE_LEVELS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+async def durability(backend_name: str, backend: Backend) -> tuple[str, str]:
+    """What a commit promises on this backend, read from the saver's own connection."""
+    if backend_name == "memory":
+        return "in memory", "memory"
+    if backend_name == "sqlite":
+        conn = backend.checkpointer.conn
+        async with conn.execute("PRAGMA journal_mode") as cursor:
+            (mode,) = await cursor.fetchone()
+        async with conn.execute("PRAGMA synchronous") as cursor:
+            (level,) = await cursor.fetchone()
+        name = SQLITE_LEVELS.get(level, str(level))
+        return f"{mode.upper()}, synchronous={name}", name
+    if backend_name == "postgres":
+        async with backend.checkpointer.conn.cursor() as cursor:
+            await cursor.execute("SHOW synchronous_commit")
+            row = await cursor.fetchone()
+        level = str(row["synchronous_commit"] if isinstance(row, dict) else row[0])
+        return f"synchronous_commit={level}", level
+    return "no checkpointer", "none"
 
 
 @asynccontextmanager
@@ -152,6 +186,22 @@ async def steps(backend: Backend, n: int) -> float:
     return elapsed
 
 
+async def concurrent(backend: Backend, n: int) -> float:
+    configs = [new_thread() for _ in range(n)]
+
+    async def start(config: dict[str, Any]) -> None:
+        first = await backend.stepper_then_pause.ainvoke(CONCURRENT_STEPS, config)
+        assert "__interrupt__" in first, first
+
+    started = time.perf_counter()
+    await asyncio.gather(*(start(config) for config in configs))
+    totals = await asyncio.gather(
+        *(backend.stepper_then_pause.ainvoke(Command(resume=1), config) for config in configs))
+    elapsed = time.perf_counter() - started
+    assert totals == [CONCURRENT_TOTAL] * n, totals[:3]
+    return elapsed
+
+
 async def resume_after_steps(backend: Backend, n: int) -> float:
     config = new_thread()
     first = await backend.stepper_then_pause.ainvoke(n, config)
@@ -164,35 +214,30 @@ async def resume_after_steps(backend: Backend, n: int) -> float:
 
 
 def make_system(variant: str) -> System:
+    """`""`: LangGraph's defaults; `"normal"`: every scenario on SQLite at NORMAL."""
     with_checkpointer = ("memory", "sqlite", "postgres")
+    scenarios = {"stream": stream, "pause_resume": pause_resume, "steps": steps,
+                 "resume_after_steps": resume_after_steps, "concurrent": concurrent}
+    versions = {name: version(name) for name in (
+        "langgraph", "langgraph-checkpoint", "langgraph-checkpoint-sqlite",
+        "langgraph-checkpoint-postgres")}
+    # The custom stream is not persisted: a partial is delivered at most once.
+    not_stored = {"stream": ("stream not stored", "not stored")}
+    if variant == "normal":
+        SYNCHRONOUS["level"] = "NORMAL"
+        return System(name="LangGraph (NORMAL)", backends={"sqlite": sqlite},
+                      scenarios=scenarios, versions=versions, durability=durability,
+                      durability_override=not_stored)
     return System(
         name="LangGraph",
-        backends={
-            "none": no_checkpointer,
-            "memory": memory,
-            "sqlite": sqlite,
-            "postgres": postgres,
-        },
-        scenarios={
-            "stream": stream,
-            "pause_resume": pause_resume,
-            "steps": steps,
-            "resume_after_steps": resume_after_steps,
-        },
-        versions={
-            name: version(name)
-            for name in (
-                "langgraph",
-                "langgraph-checkpoint",
-                "langgraph-checkpoint-sqlite",
-                "langgraph-checkpoint-postgres",
-            )
-        },
-        backends_for={
-            "pause_resume": with_checkpointer,
-            "steps": with_checkpointer,
-            "resume_after_steps": with_checkpointer,
-        },
+        backends={"none": no_checkpointer, "memory": memory, "sqlite": sqlite,
+                  "postgres": postgres},
+        scenarios=scenarios,
+        versions=versions,
+        backends_for={"pause_resume": with_checkpointer, "steps": with_checkpointer,
+                      "resume_after_steps": with_checkpointer, "concurrent": with_checkpointer},
+        durability=durability,
+        durability_override=not_stored,
     )
 
 
