@@ -133,7 +133,7 @@ async def durability(backend_name: str, backend: Any) -> tuple[str, str]:
         return f"{mode.upper()}, synchronous={backend.synchronous}", backend.synchronous
     if backend_name == "postgres":
         return await postgres_durability(backend)
-    return "no checkpointer", "none"
+    return "no checkpointer", "not stored"
 
 
 async def postgres_durability(backend: Any) -> tuple[str, str]:
