@@ -135,7 +135,8 @@ async def measure(entries: tuple[int, ...], pg_url: str | None) -> list[str]:
     backends: dict[str, Callable[[Path, str | None], Any]] = {"memory": memory, "sqlite": sqlite}
     if pg_url:
         backends["postgres"] = postgres
-    table = ["| backend | entries | µs/partial | µs/step | ms/resume |", "|---|---:|---:|---:|---:|"]
+    table = ["| backend | entries | µs/partial | µs/step | ms/resume |",
+             "|---|---:|---:|---:|---:|"]
     fits: list[str] = []
     with tempfile.TemporaryDirectory(prefix="tiny-tasks-journal-cost-") as tmp:
         for name, factory in backends.items():

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -219,12 +218,20 @@ async def concurrent(backend: Launched, n: int) -> float:
 async def resume_after_steps(backend: Launched, n: int) -> float:
     """Recovery of a workflow with `n` completed steps whose process died at its pause."""
     workflow_id = new_workflow_id()
-    subprocess.run([sys.executable, __file__, "--paused-child", backend.url, workflow_id,
-                    str(n), backend.variant], check=True, timeout=600)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--paused-child", backend.url, workflow_id, str(n),
+        backend.variant)
+    if await asyncio.wait_for(child.wait(), timeout=600) != 0:
+        raise RuntimeError(f"the paused child exited with status {child.returncode}")
+    status = await DBOS.get_workflow_status_async(workflow_id)
+    if status is None or status.status != "PENDING" or status.executor_id != CRASHED_EXECUTOR:
+        raise RuntimeError(f"the paused child left {workflow_id} as {status}, not PENDING")
     started = time.perf_counter()
     await DBOS.send_async(workflow_id, 1, "resume")
     recovered = DBOS._recover_pending_workflows([CRASHED_EXECUTOR])
-    assert [handle.workflow_id for handle in recovered] == [workflow_id], recovered
+    if [handle.workflow_id for handle in recovered] != [workflow_id]:
+        raise RuntimeError(f"recovery found {[h.workflow_id for h in recovered]}, not "
+                           f"{workflow_id}: {await DBOS.get_workflow_status_async(workflow_id)}")
     handle = await DBOS.retrieve_workflow_async(workflow_id)
     total = await handle.get_result(polling_interval_sec=RESULT_POLLING[backend.variant])
     elapsed = time.perf_counter() - started
