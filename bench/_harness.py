@@ -12,6 +12,12 @@ each taking an open backend and a size and returning the seconds its measured pa
   `CONCURRENT_STEPS` steps and pausing once; then all are resumed to the end (timed
   from the first start to the last result; peak RSS sampled).
 
+``concurrent_4p`` needs no code of its own: the harness starts `PROCESSES` copies of the
+system module (``--worker``) that open the same store (``System.location`` says where the
+opened backend lives; the backend factories open that location instead of a new store
+while ``SHARED["location"]`` is set) and run ``concurrent`` on `n / PROCESSES` runs each,
+all released at once.
+
 It also defines ``BACKENDS``: backend name -> async context manager factory
 ``open(pg_url, workdir)`` yielding whatever its scenarios need. `run_system` runs every
 scenario on every backend, a warm-up then the repetitions, and writes one JSON document.
@@ -37,7 +43,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCENARIOS = ("stream", "pause_resume", "steps", "resume_after_steps", "concurrent")
+SCENARIOS = ("stream", "pause_resume", "steps", "resume_after_steps", "concurrent",
+             "concurrent_4p")
+PROCESSES = 4  # worker processes sharing one store in "concurrent_4p"
 
 FULL_SIZES: dict[str, tuple[int, ...]] = {
     "stream": (20_000,),
@@ -45,6 +53,7 @@ FULL_SIZES: dict[str, tuple[int, ...]] = {
     "steps": (1_000,),
     "resume_after_steps": (1_000,),
     "concurrent": (100, 1_000, 10_000),
+    "concurrent_4p": (1_000,),
 }
 QUICK_SIZES: dict[str, tuple[int, ...]] = {
     "stream": (50,),
@@ -52,6 +61,7 @@ QUICK_SIZES: dict[str, tuple[int, ...]] = {
     "steps": (10,),
     "resume_after_steps": (10,),
     "concurrent": (10,),
+    "concurrent_4p": (8,),
 }
 
 # What one "operation" is, so every figure is time per operation.
@@ -61,6 +71,7 @@ UNITS: dict[str, tuple[str, float]] = {
     "steps": ("ms/step", 1e3),
     "resume_after_steps": ("ms/resume", 1e3),
     "concurrent": ("ms/run", 1e3),  # shown as runs/s
+    "concurrent_4p": ("ms/run", 1e3),
 }
 # Concurrent runs: steps each run makes before its one pause (then it is resumed).
 CONCURRENT_STEPS = 5
@@ -132,6 +143,20 @@ class System:
     polling: Mapping[tuple[str, str], str] = field(default_factory=dict)
     # Scenario -> (backend -> durability): overrides, e.g. a stream that is not stored.
     durability_override: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    # (backend name, opened backend) -> where its store lives (a file path or a URL), for
+    # worker processes to open the same store; None: no multi-process scenario.
+    location: Callable[[str, Any], str] | None = None
+    # Environment variables a worker process needs (by worker index).
+    worker_env: Callable[[int], dict[str, str]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.location is not None and "concurrent" in self.scenarios:
+            shared = tuple(b for b in ("sqlite", "postgres") if b in self.backends)
+            self.scenarios = {**self.scenarios, "concurrent_4p": self._processes}
+            self.backends_for = {**self.backends_for, "concurrent_4p": shared}
+
+    async def _processes(self, backend: Any, n: int) -> float:
+        return await concurrent_processes(self, backend, n)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -148,6 +173,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma-separated scenarios to run")
     parser.add_argument("--backends", default="", help="comma-separated backends to run")
     parser.add_argument("--variant", default="", help="system-specific configuration")
+    parser.add_argument("--worker", nargs=3, metavar=("BACKEND", "LOCATION", "RUNS"),
+                        help="internal: be one process of the concurrent_4p scenario")
     parser.add_argument(
         "--cell-budget",
         type=float,
@@ -155,6 +182,74 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds the measured runs of one cell may take (default 120, quick 10; 0: no limit)",
     )
     return parser.parse_args(argv)
+
+
+# Set in a worker process: the store its backend factory opens instead of a new one.
+SHARED: dict[str, str | None] = {"location": None, "backend": None}
+
+
+async def concurrent_processes(system: System, backend: Any, n: int) -> float:
+    """`n` runs split over `PROCESSES` worker processes sharing `backend`'s store.
+
+    Each worker opens the store, warms up, reports ready and waits; all are released at
+    once, and the time is from the release to the last worker's report. The peak RSS
+    recorded is the sum of the workers' peaks (`WORKER_RSS`).
+    """
+    assert system.location is not None
+    backend_name = SHARED["backend"]
+    assert backend_name is not None
+    location = system.location(backend_name, backend)
+    per_worker = max(1, n // PROCESSES)
+    workers = []
+    for index in range(PROCESSES):
+        env = {**os.environ, **(system.worker_env(index) if system.worker_env else {})}
+        workers.append(await asyncio.create_subprocess_exec(
+            sys.executable, sys.argv[0], "--variant", ARGS["variant"], "--worker",
+            backend_name, location, str(per_worker),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env))
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            line = await asyncio.wait_for(worker.stdout.readline(), timeout=600)
+            if line.strip() != b"ready":
+                raise RuntimeError(f"a worker failed to start: {line!r}")
+        started = time.perf_counter()
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write(b"go\n")
+            await worker.stdin.drain()
+        reports = []
+        for worker in workers:
+            assert worker.stdout is not None
+            line = await asyncio.wait_for(worker.stdout.readline(), timeout=3600)
+            if not line:
+                raise RuntimeError(f"a worker died (status {await worker.wait()})")
+            reports.append(json.loads(line))
+        elapsed = time.perf_counter() - started
+    finally:
+        for worker in workers:
+            if worker.returncode is None:
+                worker.kill()
+            await worker.wait()
+    WORKER_RSS.append(sum(report["rss_mib"] for report in reports))
+    return elapsed * n / (per_worker * PROCESSES)
+
+
+WORKER_RSS: list[float] = []
+ARGS: dict[str, str] = {"variant": ""}
+
+
+async def _worker(system: System, backend_name: str, location: str, runs: int) -> None:
+    """A worker of `concurrent_processes`: open the shared store, wait for "go", run."""
+    SHARED["location"] = location
+    concurrent = system.scenarios["concurrent"]
+    async with system.backends[backend_name](None, tempfile.gettempdir()) as backend:
+        await concurrent(backend, 2)  # warm-up
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        with PeakRss() as peak:
+            seconds = await concurrent(backend, runs)
+        print(json.dumps({"seconds": seconds, "rss_mib": peak.mib}), flush=True)
 
 
 def log(message: str) -> None:
@@ -185,6 +280,7 @@ async def _measure(
     function = system.scenarios[scenario]
     factory = system.backends[backend_name]
     result.polling = system.polling.get((scenario, backend_name), "")
+    SHARED["backend"] = backend_name
     try:
         async with factory(args.postgres, workdir) as backend:
             if scenario in system.durability_override:
@@ -221,7 +317,10 @@ async def _measure(
             before = await bare_speed()
             for _ in range(repeat):
                 gc.collect()
-                if scenario in RSS_SCENARIOS:
+                if scenario == "concurrent_4p":
+                    seconds = await function(backend, size)
+                    result.peak_rss_mib.append(WORKER_RSS[-1])
+                elif scenario in RSS_SCENARIOS:
                     with PeakRss() as peak:
                         seconds = await function(backend, size)
                     result.peak_rss_mib.append(peak.mib)
@@ -372,6 +471,11 @@ def run_system(make_system: Callable[[str], System], argv: list[str] | None = No
     if args.cell_budget is None:
         args.cell_budget = 10.0 if args.quick else 120.0
     system = make_system(args.variant)
+    ARGS["variant"] = args.variant
+    if args.worker:
+        backend_name, location, runs = args.worker
+        asyncio.run(_worker(system, backend_name, location, int(runs)))
+        return
     results = asyncio.run(_run(system, args))
     document = {
         "system": system.name,

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
-from _harness import CONCURRENT_STEPS, System, run_system
+from _harness import CONCURRENT_STEPS, SHARED, System, run_system
 
 # ---- the workload: the same shapes as in every other system module -----------------
 
@@ -139,16 +139,19 @@ def make_backends(variant: str) -> dict[str, Any]:
     @asynccontextmanager
     async def sqlite(pg_url: str | None, workdir: str) -> AsyncIterator[Launched]:
         path = Path(workdir) / f"dbos-{uuid.uuid4().hex}.sqlite"
-        async with launched(f"sqlite:///{path}", variant) as backend:
+        async with launched(SHARED["location"] or f"sqlite:///{path}", variant) as backend:
             yield backend
 
     @asynccontextmanager
     async def postgres(pg_url: str | None, workdir: str) -> AsyncIterator[Launched]:
         from _pg import create_database
 
-        if pg_url is None:
+        if SHARED["location"]:
+            url = SHARED["location"]
+        elif pg_url is None:
             raise RuntimeError("no PostgreSQL server (pass --postgres URL)")
-        url = create_database(pg_url, f"bench_dbos_{variant}")
+        else:
+            url = create_database(pg_url, f"bench_dbos_{variant}")
         async with launched(url.replace("postgresql://", "postgresql+psycopg://"),
                             variant) as backend:
             yield backend
@@ -261,6 +264,9 @@ def make_system(variant: str) -> System:
         missing_backends={"memory": "DBOS has no in-memory backend"},
         durability=durability,
         polling=DEFAULT_POLLING_CELLS if variant == "default" else {},
+        location=lambda backend_name, backend: backend.url,
+        # Each worker its own executor id, so that none recovers another's workflows.
+        worker_env=lambda index: {"DBOS__VMID": f"bench-worker-{index}"},
     )
 
 
@@ -268,6 +274,7 @@ _WAITS = "waits on DBOS's 1 s polling of"
 DEFAULT_POLLING_CELLS = {
     ("pause_resume", "sqlite"): f"{_WAITS} new messages (SQLite has no NOTIFY)",
     ("concurrent", "sqlite"): f"{_WAITS} new messages (SQLite has no NOTIFY)",
+    ("concurrent_4p", "sqlite"): f"{_WAITS} new messages (SQLite has no NOTIFY)",
     ("resume_after_steps", "sqlite"): f"{_WAITS} its internal queue and the result",
     ("resume_after_steps", "postgres"): f"{_WAITS} its internal queue and the result",
 }

@@ -26,7 +26,7 @@ from langgraph.config import get_stream_writer
 from langgraph.func import entrypoint, task
 from langgraph.types import Command, interrupt
 
-from _harness import CONCURRENT_STEPS, System, run_system
+from _harness import CONCURRENT_STEPS, SHARED, System, run_system
 
 # ---- the workload: the same shapes as in every other system module -----------------
 
@@ -72,7 +72,8 @@ CONCURRENT_TOTAL = sum(range(1, CONCURRENT_STEPS + 1)) + 1  # what each concurre
 class Backend:
     """The entrypoints compiled against one checkpointer (LangGraph binds it at build time)."""
 
-    def __init__(self, checkpointer: Any) -> None:
+    def __init__(self, checkpointer: Any, location: str = "") -> None:
+        self.location = location  # the store's file or URL, for worker processes
         build = entrypoint(checkpointer=checkpointer)
         self.producer = build(producer)
         self.pauser = build(pauser)
@@ -95,12 +96,12 @@ async def memory(pg_url: str | None, workdir: str) -> AsyncIterator[Backend]:
 async def sqlite(pg_url: str | None, workdir: str) -> AsyncIterator[Backend]:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    path = Path(workdir) / f"langgraph-{uuid.uuid4().hex}.sqlite"
-    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+    path = SHARED["location"] or str(Path(workdir) / f"langgraph-{uuid.uuid4().hex}.sqlite")
+    async with AsyncSqliteSaver.from_conn_string(path) as saver:
         await saver.setup()
         if SYNCHRONOUS["level"] is not None:
             await saver.conn.execute(f"PRAGMA synchronous={SYNCHRONOUS['level']}")
-        yield Backend(saver)
+        yield Backend(saver, path)
 
 
 SYNCHRONOUS: dict[str, str | None] = {"level": None}  # None: SQLite's default (FULL)
@@ -134,12 +135,15 @@ async def postgres(pg_url: str | None, workdir: str) -> AsyncIterator[Backend]:
 
     from _pg import create_database
 
-    if pg_url is None:
+    if SHARED["location"]:
+        url = SHARED["location"]
+    elif pg_url is None:
         raise RuntimeError("no PostgreSQL server (pass --postgres URL)")
-    url = create_database(pg_url, "bench_langgraph")
+    else:
+        url = create_database(pg_url, "bench_langgraph")
     async with AsyncPostgresSaver.from_conn_string(url) as saver:
         await saver.setup()
-        yield Backend(saver)
+        yield Backend(saver, url)
 
 
 def new_thread() -> dict[str, Any]:
@@ -227,7 +231,7 @@ def make_system(variant: str) -> System:
         SYNCHRONOUS["level"] = "NORMAL"
         return System(name="LangGraph (NORMAL)", backends={"sqlite": sqlite},
                       scenarios=scenarios, versions=versions, durability=durability,
-                      durability_override=not_stored)
+                      durability_override=not_stored, location=location)
     return System(
         name="LangGraph",
         backends={"none": no_checkpointer, "memory": memory, "sqlite": sqlite,
@@ -238,7 +242,12 @@ def make_system(variant: str) -> System:
                       "resume_after_steps": with_checkpointer, "concurrent": with_checkpointer},
         durability=durability,
         durability_override=not_stored,
+        location=location,
     )
+
+
+def location(backend_name: str, backend: Backend) -> str:
+    return backend.location
 
 
 if __name__ == "__main__":

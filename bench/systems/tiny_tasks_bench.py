@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _harness import CONCURRENT_STEPS, NotApplicable, System, run_system
+from _harness import CONCURRENT_STEPS, SHARED, NotApplicable, System, run_system
 from tiny_tasks import Command, MemorySaver, TaskInterrupted, interrupt, step, task
 
 # ---- the workload: the same shapes as in every other system module -----------------
@@ -113,7 +113,7 @@ async def memory(pg_url: str | None, workdir: str) -> AsyncIterator[Any]:
 @asynccontextmanager
 async def sqlite(pg_url: str | None, workdir: str) -> AsyncIterator[Any]:
     SqliteSaver = saver_class("SqliteSaver")
-    path = Path(workdir) / f"tiny-tasks-{uuid.uuid4().hex}.sqlite"
+    path = SHARED["location"] or Path(workdir) / f"tiny-tasks-{uuid.uuid4().hex}.sqlite"
     async with opened(SqliteSaver(str(path), synchronous=SYNCHRONOUS["level"])) as saver:
         yield saver
 
@@ -155,15 +155,23 @@ async def postgres_durability(backend: Any) -> tuple[str, str]:
 POSTGRES_URL = {"url": ""}
 
 
+def location(backend_name: str, backend: Any) -> str:
+    """Where the opened backend's store lives, for the worker processes to share it."""
+    return str(backend.path) if backend_name == "sqlite" else POSTGRES_URL["url"]
+
+
 @asynccontextmanager
 async def postgres(pg_url: str | None, workdir: str) -> AsyncIterator[Any]:
     PostgresSaver = saver_class("PostgresSaver")
     from _pg import create_database
 
-    if pg_url is None:
-        raise RuntimeError("no PostgreSQL server (pass --postgres URL)")
     database = "bench_tiny_tasks" + ("_alo" if DELIVERY["delivery"] == "at_least_once" else "")
-    POSTGRES_URL["url"] = create_database(pg_url, database)
+    if SHARED["location"]:
+        POSTGRES_URL["url"] = SHARED["location"]
+    elif pg_url is None:
+        raise RuntimeError("no PostgreSQL server (pass --postgres URL)")
+    else:
+        POSTGRES_URL["url"] = create_database(pg_url, database)
     async with opened(PostgresSaver(POSTGRES_URL["url"])) as saver:
         yield saver
 
@@ -280,6 +288,7 @@ def make_system(variant: str) -> System:
             scenarios=ALL_SCENARIOS,
             versions={"tiny-tasks": version("tiny-tasks")},
             durability=durability,
+            location=location,
         )
     return System(
         name="tiny-tasks",
@@ -290,6 +299,7 @@ def make_system(variant: str) -> System:
         backends_for={"pause_resume": with_checkpointer, "steps": with_checkpointer,
                       "resume_after_steps": with_checkpointer, "concurrent": with_checkpointer},
         durability=durability,
+        location=location,
     )
 
 
