@@ -218,17 +218,21 @@ def markdown(lines: list[list[str]]) -> str:
 
 
 def notes(rows: list[Row]) -> list[str]:
-    """Cells not measured as asked (n/a, skipped, shrunk, error), one line per reason."""
+    """Cells not measured as asked (n/a, skipped, shrunk, measured once, error) and cells
+    that measure a polling interval, one line per reason."""
     grouped: dict[tuple[str, str, str, str], list[str]] = {}
     for row in rows:
-        if row.status != "ok" or row.size != row.requested_size:
-            key = (row.system, row.backend, row.status, row.note)
-            where = f"{SCENARIO_TITLES[row.scenario]} {row.requested_size:,}"
+        where = f"{SCENARIO_TITLES[row.scenario]} {row.requested_size:,}"
+        if row.status != "ok" or row.note:
+            label = row.status if row.status != "ok" else \
+                "shrunk" if row.size != row.requested_size else "measured once"
+            grouped.setdefault((row.system, row.backend, label, row.note), []).append(where)
+        if row.polling:
+            key = (row.system, row.backend, "measures a polling interval", row.polling)
             grouped.setdefault(key, []).append(where)
     return [
-        f"{system} / {backend}, {', '.join(cells)}: "
-        f"{'shrunk' if status == 'ok' else status}: {note}"
-        for (system, backend, status, note), cells in grouped.items()
+        f"{system} / {backend}, {', '.join(cells)}: {label}: {note}"
+        for (system, backend, label, note), cells in grouped.items()
     ]
 
 
@@ -354,7 +358,8 @@ def results_markdown(
                   "default-against-default ratio is beside it.", "", *goal_lines]
     note_lines = notes(rows)
     if note_lines:
-        parts += ["", "## Cells not measured as specified", "", *[f"* {n}" for n in note_lines]]
+        parts += ["", "## Cells not measured as specified, and cells that measure polling", "",
+                  *[f"* {n}" for n in note_lines]]
     if plot_name:
         parts += [
             "",

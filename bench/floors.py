@@ -93,7 +93,7 @@ def thread_hop() -> Callable[[int], None]:
 
 
 def measure(postgres: str | None, quick: bool) -> list[dict[str, object]]:
-    n_sqlite, n_pg, n_hop = (50, 50, 200) if quick else (2_000, 2_000, 20_000)
+    n_sqlite, n_pg, n_hop = (50, 50, 200) if quick else (500, 500, 5_000)
     rows: list[dict[str, object]] = []
 
     def add(what: str, durability: str, samples: list[float]) -> None:
