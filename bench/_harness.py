@@ -111,6 +111,9 @@ class Result:
     # Peak resident memory above the process's before the run, MiB, per measured run
     # (the concurrent scenario only).
     peak_rss_mib: list[float] = field(default_factory=list)
+    # The process's whole resident set at that peak, MiB (imports and earlier cells
+    # included): growth alone under-counts memory the allocator kept from the warm-up.
+    peak_rss_total_mib: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.requested_size = self.requested_size or self.size
@@ -324,6 +327,7 @@ async def _measure(
                     with PeakRss() as peak:
                         seconds = await function(backend, size)
                     result.peak_rss_mib.append(peak.mib)
+                    result.peak_rss_total_mib.append(peak.total_mib)
                 else:
                     seconds = await function(backend, size)
                 result.seconds_per_op.append(seconds / operations(scenario, size))
@@ -396,6 +400,10 @@ class PeakRss:
     @property
     def mib(self) -> float:
         return (self._peak - self._base) / 2**20
+
+    @property
+    def total_mib(self) -> float:
+        return self._peak / 2**20
 FULL_WARM_UP_LIMIT = 20.0  # seconds
 CHEAP_RUN, CHEAP_REPEAT = 1.0, 7  # runs projected under CHEAP_RUN seconds are repeated more
 

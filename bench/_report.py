@@ -57,6 +57,7 @@ class Row:
     level: str = ""  # the key matched rows share ("NORMAL", "FULL", "on", "not stored"...)
     polling: str = ""  # why the figure measures a polling interval, if it does
     peak_rss_mib: list[float] | None = None
+    peak_rss_total_mib: list[float] | None = None
 
     @property
     def ours(self) -> bool:
@@ -72,7 +73,8 @@ def rows_from(documents: Iterable[dict[str, Any]]) -> list[Row]:
         Row(r["scenario"], r["system"], r["backend"], r["size"],
             r.get("requested_size") or r["size"], r["unit"], r["status"], r["note"],
             r["seconds_per_op"], r.get("bare_seconds", 0.0), r.get("durability", ""),
-            r.get("level", ""), r.get("polling", ""), r.get("peak_rss_mib") or None)
+            r.get("level", ""), r.get("polling", ""), r.get("peak_rss_mib") or None,
+            r.get("peak_rss_total_mib") or None)
         for document in documents for r in document["results"]
     ]
     systems = list(dict.fromkeys([*SYSTEM_ORDER, *(row.system for row in rows)]))
@@ -169,7 +171,9 @@ def table(rows: list[Row]) -> list[list[str]]:
                 spread = (f"{_number(min(row.samples) * UNITS[row.scenario][1])}–"
                           f"{_number(max(row.samples) * UNITS[row.scenario][1])}")
             if row.peak_rss_mib:
-                rss = f"{statistics.median(row.peak_rss_mib):,.0f} MiB"
+                rss = f"+{statistics.median(row.peak_rss_mib):,.0f} MiB"
+                if row.peak_rss_total_mib:
+                    rss += f" ({statistics.median(row.peak_rss_total_mib):,.0f})"
             matched, default = reference(row, ours, True), reference(row, ours, False)
             same = _pair(ratio(row, matched), raw_ratio(row, matched))
             if matched is not None and matched.system != OURS:
@@ -345,7 +349,10 @@ def results_markdown(
         "  each system's own connection, PostgreSQL's `synchronous_commit`; for a stream,",
         "  whether partials are stored one by one); `× ours default` with tiny-tasks as",
         "  shipped. Concurrent runs are shown as runs/s (the ratio is still time over time)",
-        "  and the peak resident memory the run added to the process. `(polling)` marks a",
+        "  and `peak RSS`: what the measured run added to the process's resident memory at",
+        "  its peak, after warm-ups at the same size (memory the allocator kept from them is",
+        "  not counted again; with 4 processes, the sum over the workers), and in",
+        "  parentheses, where recorded, the whole process's peak. `(polling)` marks a",
         "  figure that measures a polling interval. A size marked * was shrunk to fit the",
         "  cell budget.",
         "",
