@@ -206,7 +206,9 @@ async def concurrent(backend: Launched, n: int) -> float:
     async def start(workflow_id: str) -> Any:
         with SetWorkflowID(workflow_id):
             handle = await DBOS.start_workflow_async(stepper_then_pause, CONCURRENT_STEPS)
-        assert await DBOS.get_event_async(workflow_id, "paused") is True
+        if await DBOS.get_event_async(workflow_id, "paused") is not True:
+            raise RuntimeError(f"workflow {workflow_id} did not report its pause within "
+                               f"DBOS.get_event_async's 60 s timeout ({n} workflows at once)")
         return handle
 
     started = time.perf_counter()
