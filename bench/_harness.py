@@ -43,8 +43,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCENARIOS = ("stream", "pause_resume", "steps", "resume_after_steps", "concurrent",
-             "concurrent_4p")
+SCENARIOS = ("stream", "pause_resume", "steps", "resume_after_steps", "concurrent", "concurrent_4p")
 PROCESSES = 4  # worker processes sharing one store in "concurrent_4p"
 
 FULL_SIZES: dict[str, tuple[int, ...]] = {
@@ -176,8 +175,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma-separated scenarios to run")
     parser.add_argument("--backends", default="", help="comma-separated backends to run")
     parser.add_argument("--variant", default="", help="system-specific configuration")
-    parser.add_argument("--worker", nargs=3, metavar=("BACKEND", "LOCATION", "RUNS"),
-                        help="internal: be one process of the concurrent_4p scenario")
+    parser.add_argument(
+        "--worker",
+        nargs=3,
+        metavar=("BACKEND", "LOCATION", "RUNS"),
+        help="internal: be one process of the concurrent_4p scenario",
+    )
     parser.add_argument(
         "--cell-budget",
         type=float,
@@ -206,10 +209,21 @@ async def concurrent_processes(system: System, backend: Any, n: int) -> float:
     workers = []
     for index in range(PROCESSES):
         env = {**os.environ, **(system.worker_env(index) if system.worker_env else {})}
-        workers.append(await asyncio.create_subprocess_exec(
-            sys.executable, sys.argv[0], "--variant", ARGS["variant"], "--worker",
-            backend_name, location, str(per_worker),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env))
+        workers.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                sys.argv[0],
+                "--variant",
+                ARGS["variant"],
+                "--worker",
+                backend_name,
+                location,
+                str(per_worker),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env=env,
+            )
+        )
     try:
         for worker in workers:
             assert worker.stdout is not None
@@ -296,12 +310,17 @@ async def _measure(
             projected_run = (time.perf_counter() - started) * size / probe_size
             repeat = args.repeat
             budget = 0.0 if args.quick else args.cell_budget  # quick: every cell runs once
-            if projected_run * repeat > budget > 0 and scenario not in SHRINKABLE \
-                    and projected_run <= budget:
+            if (
+                projected_run * repeat > budget > 0
+                and scenario not in SHRINKABLE
+                and projected_run <= budget
+            ):
                 repeat = 1  # one measured run fits where `args.repeat` would not
-                result.note = (f"1 measured run: {args.repeat} at size {size:,} projected at "
-                               f"{projected_run * args.repeat:,.0f} s, over the "
-                               f"{args.cell_budget:g} s cell budget")
+                result.note = (
+                    f"1 measured run: {args.repeat} at size {size:,} projected at "
+                    f"{projected_run * args.repeat:,.0f} s, over the "
+                    f"{args.cell_budget:g} s cell budget"
+                )
             if projected_run * repeat > budget > 0:
                 over = (
                     f"{repeat} run(s) at size {size:,} projected at "
@@ -404,6 +423,8 @@ class PeakRss:
     @property
     def total_mib(self) -> float:
         return self._peak / 2**20
+
+
 FULL_WARM_UP_LIMIT = 20.0  # seconds
 CHEAP_RUN, CHEAP_REPEAT = 1.0, 7  # runs projected under CHEAP_RUN seconds are repeated more
 

@@ -16,9 +16,16 @@ OURS = "tiny-tasks"
 # Row order within a cell: ours first, our other configurations, then each peer at its
 # defaults followed by the same peer at our durability. LangGraph's stream rows follow
 # tiny-tasks (at-least-once), the mode that, like LangGraph's stream, stores no partial.
-SYSTEM_ORDER = ("tiny-tasks", "tiny-tasks (FULL)", "tiny-tasks (at-least-once)", "LangGraph",
-                "LangGraph (NORMAL)", "DBOS (default poll)", "DBOS (1 ms poll)",
-                "bare async generator")
+SYSTEM_ORDER = (
+    "tiny-tasks",
+    "tiny-tasks (FULL)",
+    "tiny-tasks (at-least-once)",
+    "LangGraph",
+    "LangGraph (NORMAL)",
+    "DBOS (default poll)",
+    "DBOS (1 ms poll)",
+    "bare async generator",
+)
 BACKEND_ORDER = ("none", "memory", "sqlite", "postgres")
 SCENARIO_TITLES = {
     "stream": "stream",
@@ -70,12 +77,25 @@ class Row:
 
 def rows_from(documents: Iterable[dict[str, Any]]) -> list[Row]:
     rows = [
-        Row(r["scenario"], r["system"], r["backend"], r["size"],
-            r.get("requested_size") or r["size"], r["unit"], r["status"], r["note"],
-            r["seconds_per_op"], r.get("bare_seconds", 0.0), r.get("durability", ""),
-            r.get("level", ""), r.get("polling", ""), r.get("peak_rss_mib") or None,
-            r.get("peak_rss_total_mib") or None)
-        for document in documents for r in document["results"]
+        Row(
+            r["scenario"],
+            r["system"],
+            r["backend"],
+            r["size"],
+            r.get("requested_size") or r["size"],
+            r["unit"],
+            r["status"],
+            r["note"],
+            r["seconds_per_op"],
+            r.get("bare_seconds", 0.0),
+            r.get("durability", ""),
+            r.get("level", ""),
+            r.get("polling", ""),
+            r.get("peak_rss_mib") or None,
+            r.get("peak_rss_total_mib") or None,
+        )
+        for document in documents
+        for r in document["results"]
     ]
     systems = list(dict.fromkeys([*SYSTEM_ORDER, *(row.system for row in rows)]))
 
@@ -109,8 +129,7 @@ def reference(row: Row, ours: dict[Key, Row], matched: bool) -> Row | None:
     """Our row to compare `row` with: our default, or ours at `row`'s durability."""
     if matched and (row.ours or not row.level):
         return None
-    return ours.get((row.scenario, row.backend, row.requested_size,
-                     row.level if matched else ""))
+    return ours.get((row.scenario, row.backend, row.requested_size, row.level if matched else ""))
 
 
 def raw_ratio(row: Row, mine: Row | None) -> float | None:
@@ -142,8 +161,19 @@ def _number(value: float) -> str:
     return f"{value:.3f}"
 
 
-HEADER = ["scenario", "system", "backend", "durability", "size", "median", "min–max",
-          "peak RSS", "bare µs", "× ours, same durability", "× ours default"]
+HEADER = [
+    "scenario",
+    "system",
+    "backend",
+    "durability",
+    "size",
+    "median",
+    "min–max",
+    "peak RSS",
+    "bare µs",
+    "× ours, same durability",
+    "× ours default",
+]
 RIGHT = {4, 5, 6, 7, 8, 9, 10}
 
 
@@ -168,8 +198,10 @@ def table(rows: list[Row]) -> list[list[str]]:
                 low_s, high_s = _figure(row, max(row.samples)), _figure(row, min(row.samples))
                 spread = f"{low_s.split()[0]}–{high_s.split()[0]}"
             else:
-                spread = (f"{_number(min(row.samples) * UNITS[row.scenario][1])}–"
-                          f"{_number(max(row.samples) * UNITS[row.scenario][1])}")
+                spread = (
+                    f"{_number(min(row.samples) * UNITS[row.scenario][1])}–"
+                    f"{_number(max(row.samples) * UNITS[row.scenario][1])}"
+                )
             if row.peak_rss_mib:
                 rss = f"+{statistics.median(row.peak_rss_mib):,.0f} MiB"
                 if row.peak_rss_total_mib:
@@ -182,8 +214,21 @@ def table(rows: list[Row]) -> list[list[str]]:
             bare = f"{row.bare * 1e6:.3f}" if row.bare else ""
         else:
             median, spread, bare, same, versus_default = row.status, "", "", "", ""
-        lines.append([SCENARIO_TITLES[row.scenario], row.system, row.backend, row.durability,
-                      size, median, spread, rss, bare, same, versus_default])
+        lines.append(
+            [
+                SCENARIO_TITLES[row.scenario],
+                row.system,
+                row.backend,
+                row.durability,
+                size,
+                median,
+                spread,
+                rss,
+                bare,
+                same,
+                versus_default,
+            ]
+        )
     return lines
 
 
@@ -215,8 +260,10 @@ def plain(lines: list[list[str]]) -> str:
 
 def markdown(lines: list[list[str]]) -> str:
     head, *body = lines
-    out = ["| " + " | ".join(head) + " |",
-           "|" + "|".join("---:" if i in RIGHT else "---" for i in range(len(head))) + "|"]
+    out = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---:" if i in RIGHT else "---" for i in range(len(head))) + "|",
+    ]
     out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in body]
     return "\n".join(out)
 
@@ -228,8 +275,13 @@ def notes(rows: list[Row]) -> list[str]:
     for row in rows:
         where = f"{SCENARIO_TITLES[row.scenario]} {row.requested_size:,}"
         if row.status != "ok" or row.note:
-            label = row.status if row.status != "ok" else \
-                "shrunk" if row.size != row.requested_size else "measured once"
+            label = (
+                row.status
+                if row.status != "ok"
+                else "shrunk"
+                if row.size != row.requested_size
+                else "measured once"
+            )
             grouped.setdefault((row.system, row.backend, label, row.note), []).append(where)
         if row.polling:
             key = (row.system, row.backend, "measures a polling interval", row.polling)
@@ -248,9 +300,11 @@ def targets(rows: list[Row]) -> list[str]:
     shown beside. A cell that measures a polling interval is never counted as met.
     """
     ours = _ours(rows)
-    lines = ["| scenario | size | backend | peer | peer's durability | ours at | "
-             "× same durability | × default vs default | target | verdict |",
-             "|---|---:|---|---|---|---|---:|---:|---:|---|"]
+    lines = [
+        "| scenario | size | backend | peer | peer's durability | ours at | "
+        "× same durability | × default vs default | target | verdict |",
+        "|---|---:|---|---|---|---|---:|---:|---:|---|",
+    ]
     for row in rows:
         peer = "DBOS" if row.system.startswith("DBOS") else row.system.split(" (")[0]
         goal = TARGETS.get((peer, row.scenario))
@@ -263,8 +317,13 @@ def targets(rows: list[Row]) -> list[str]:
             verdict, same, ours_at = "no row of ours at this durability", "–", "–"
         else:
             same, ours_at = _pair(times, raw), f"{matched.system}: {matched.durability}"
-            verdict = "met" if min(times, raw) >= goal else \
-                "met once corrected" if times >= goal else f"NOT met ({min(times, raw) / goal:.0%})"
+            verdict = (
+                "met"
+                if min(times, raw) >= goal
+                else "met once corrected"
+                if times >= goal
+                else f"NOT met ({min(times, raw) / goal:.0%})"
+            )
         if row.polling:
             verdict = f"not counted: measures a polling interval ({row.polling})"
         lines.append(
@@ -360,13 +419,23 @@ def results_markdown(
     ]
     goal_lines = targets(rows)
     if goal_lines:
-        parts += ["", "## Against the targets", "",
-                  "Judged at matched durability (both ratios must reach the target); the",
-                  "default-against-default ratio is beside it.", "", *goal_lines]
+        parts += [
+            "",
+            "## Against the targets",
+            "",
+            "Judged at matched durability (both ratios must reach the target); the",
+            "default-against-default ratio is beside it.",
+            "",
+            *goal_lines,
+        ]
     note_lines = notes(rows)
     if note_lines:
-        parts += ["", "## Cells not measured as specified, and cells that measure polling", "",
-                  *[f"* {n}" for n in note_lines]]
+        parts += [
+            "",
+            "## Cells not measured as specified, and cells that measure polling",
+            "",
+            *[f"* {n}" for n in note_lines],
+        ]
     if plot_name:
         parts += [
             "",

@@ -97,24 +97,38 @@ def measure(postgres: str | None, quick: bool) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
 
     def add(what: str, durability: str, samples: list[float]) -> None:
-        rows.append({"what": what, "durability": durability,
-                     "median_us": statistics.median(samples) * 1e6,
-                     "min_us": min(samples) * 1e6, "max_us": max(samples) * 1e6})
+        rows.append(
+            {
+                "what": what,
+                "durability": durability,
+                "median_us": statistics.median(samples) * 1e6,
+                "min_us": min(samples) * 1e6,
+                "max_us": max(samples) * 1e6,
+            }
+        )
 
     with tempfile.TemporaryDirectory(prefix="tiny-tasks-floors-") as tmp:
         folder = Path(tmp)
-        for journal, level, who in (("WAL", "NORMAL", "tiny-tasks' default"),
-                                    ("WAL", "FULL", "LangGraph's default"),
-                                    ("DELETE", "FULL", "DBOS's default")):
-            add("SQLite INSERT + COMMIT", f"{journal}, synchronous={level} ({who})",
-                rounds(sqlite_commit(folder, journal, level), n_sqlite))
+        for journal, level, who in (
+            ("WAL", "NORMAL", "tiny-tasks' default"),
+            ("WAL", "FULL", "LangGraph's default"),
+            ("DELETE", "FULL", "DBOS's default"),
+        ):
+            add(
+                "SQLite INSERT + COMMIT",
+                f"{journal}, synchronous={level} ({who})",
+                rounds(sqlite_commit(folder, journal, level), n_sqlite),
+            )
     if postgres:
         from _pg import create_database
 
         url = create_database(postgres, "bench_floors")
         for setting, note in (("on", "server default"), ("off", "survives a killed client")):
-            add("PostgreSQL INSERT; COMMIT", f"synchronous_commit={setting} ({note})",
-                rounds(postgres_commit(url, setting), n_pg))
+            add(
+                "PostgreSQL INSERT; COMMIT",
+                f"synchronous_commit={setting} ({note})",
+                rounds(postgres_commit(url, setting), n_pg),
+            )
     add("event loop -> thread -> event loop", "no I/O", rounds(thread_hop(), n_hop))
     return rows
 
@@ -122,8 +136,10 @@ def measure(postgres: str | None, quick: bool) -> list[dict[str, object]]:
 def markdown(rows: list[dict[str, object]]) -> str:
     lines = ["| operation | durability | median µs | min–max µs |", "|---|---|---:|---:|"]
     for row in rows:
-        lines.append(f"| {row['what']} | {row['durability']} | {row['median_us']:.1f} | "
-                     f"{row['min_us']:.1f}–{row['max_us']:.1f} |")
+        lines.append(
+            f"| {row['what']} | {row['durability']} | {row['median_us']:.1f} | "
+            f"{row['min_us']:.1f}–{row['max_us']:.1f} |"
+        )
     return "\n".join(lines)
 
 

@@ -135,8 +135,10 @@ async def measure(entries: tuple[int, ...], pg_url: str | None) -> list[str]:
     backends: dict[str, Callable[[Path, str | None], Any]] = {"memory": memory, "sqlite": sqlite}
     if pg_url:
         backends["postgres"] = postgres
-    table = ["| backend | entries | µs/partial | µs/step | ms/resume |",
-             "|---|---:|---:|---:|---:|"]
+    table = [
+        "| backend | entries | µs/partial | µs/step | ms/resume |",
+        "|---|---:|---:|---:|---:|",
+    ]
     fits: list[str] = []
     with tempfile.TemporaryDirectory(prefix="tiny-tasks-journal-cost-") as tmp:
         for name, factory in backends.items():
@@ -153,15 +155,19 @@ async def measure(entries: tuple[int, ...], pg_url: str | None) -> list[str]:
                     figures["resume"].append(resume * 1e3)
                     figures["step"].append(step_cost * 1e6)
                     figures["partial"].append(partial * 1e6)
-                    table.append(f"| {name} | {size:,} | {partial * 1e6:.1f} | "
-                                 f"{step_cost * 1e6:.1f} | {resume * 1e3:.2f} |")
+                    table.append(
+                        f"| {name} | {size:,} | {partial * 1e6:.1f} | "
+                        f"{step_cost * 1e6:.1f} | {resume * 1e3:.2f} |"
+                    )
                     print(table[-1], file=sys.stderr, flush=True)
             xs = list(entries)
             parts = []
             for what, unit in (("partial", "µs"), ("step", "µs"), ("resume", "ms")):
                 intercept, slope = fit(xs, figures[what])
-                parts.append(f"per {what} {intercept:.3g} {unit} + {slope * 1000:.3g} {unit} "
-                             f"per 1,000 entries")
+                parts.append(
+                    f"per {what} {intercept:.3g} {unit} + {slope * 1000:.3g} {unit} "
+                    f"per 1,000 entries"
+                )
             fits.append(f"* {name}: " + "; ".join(parts))
     return [*table, "", *fits]
 

@@ -340,21 +340,43 @@ def report(
     print()
     print(_report.plain(_report.table(rows)))
     journal_sizes = measure_journal_size(meta["quick"])
-    floors, journal_cost = meta.get("floors", "not measured"), meta.get("journal_cost",
-                                                                      "not measured")
-    for title, text in (("commit floors", floors), ("journal cost", journal_cost),
-                        ("journal size", journal_sizes)):
+    runtime = measure_runtime(meta["quick"])
+    floors = meta.get("floors", "not measured")
+    journal_cost = meta.get("journal_cost", "not measured")
+    for title, text in (
+        ("commit floors", floors),
+        ("journal cost", journal_cost),
+        ("journal size", journal_sizes),
+        ("runtime", runtime),
+    ):
         print(f"\n{title}:\n{text}")
         if text.startswith("failed"):
             failures.append(f"{title}: {text}")
     plot = out_dir / "pause_resume.png"
     plotted = _report.plot_pause_resume(documents, str(plot))
     results = out_dir / "RESULTS.md"
-    results.write_text(_report.results_markdown(
-        documents, meta["command"], meta["server"], plot.name if plotted else None,
-        (meta["load_at_start"], meta["load_at_end"])) + FLOORS_SECTION + floors + "\n"
-        + JOURNAL_COST_SECTION + journal_cost + "\n" + JOURNAL_SECTION + journal_sizes + "\n",
-        encoding="utf-8")
+    results.write_text(
+        _report.results_markdown(
+            documents,
+            meta["command"],
+            meta["server"],
+            plot.name if plotted else None,
+            (meta["load_at_start"], meta["load_at_end"]),
+        )
+        + FLOORS_SECTION
+        + floors
+        + "\n"
+        + JOURNAL_COST_SECTION
+        + journal_cost
+        + "\n"
+        + JOURNAL_SECTION
+        + journal_sizes
+        + "\n"
+        + RUNTIME_SECTION
+        + runtime
+        + "\n",
+        encoding="utf-8",
+    )
     errors = [r for r in rows if r.status == "error"]
     print(f"\nwrote {results}" + (f" and {plot}" if plotted else ""))
     print(f"total {time.perf_counter() - started:.0f} s")

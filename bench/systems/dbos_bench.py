@@ -85,8 +85,11 @@ CRASHED_EXECUTOR = "bench-crashed"  # the executor id of the process that "dies"
 
 
 def launch(url: str, polling: float | None, executor_id: str | None = None) -> None:
-    config: DBOSConfig = {"name": "tiny-tasks-bench", "system_database_url": url,
-                          "log_level": "WARNING"}
+    config: DBOSConfig = {
+        "name": "tiny-tasks-bench",
+        "system_database_url": url,
+        "log_level": "WARNING",
+    }
     if executor_id is not None:
         config["executor_id"] = executor_id
     if polling is not None:
@@ -152,8 +155,9 @@ def make_backends(variant: str) -> dict[str, Any]:
             raise RuntimeError("no PostgreSQL server (pass --postgres URL)")
         else:
             url = create_database(pg_url, f"bench_dbos_{variant}")
-        async with launched(url.replace("postgresql://", "postgresql+psycopg://"),
-                            variant) as backend:
+        async with launched(
+            url.replace("postgresql://", "postgresql+psycopg://"), variant
+        ) as backend:
             yield backend
 
     return {"sqlite": sqlite, "postgres": postgres}
@@ -207,8 +211,10 @@ async def concurrent(backend: Launched, n: int) -> float:
         with SetWorkflowID(workflow_id):
             handle = await DBOS.start_workflow_async(stepper_then_pause, CONCURRENT_STEPS)
         if await DBOS.get_event_async(workflow_id, "paused") is not True:
-            raise RuntimeError(f"workflow {workflow_id} did not report its pause within "
-                               f"DBOS.get_event_async's 60 s timeout ({n} workflows at once)")
+            raise RuntimeError(
+                f"workflow {workflow_id} did not report its pause within "
+                f"DBOS.get_event_async's 60 s timeout ({n} workflows at once)"
+            )
         return handle
 
     started = time.perf_counter()
@@ -224,8 +230,14 @@ async def resume_after_steps(backend: Launched, n: int) -> float:
     """Recovery of a workflow with `n` completed steps whose process died at its pause."""
     workflow_id = new_workflow_id()
     child = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--paused-child", backend.url, workflow_id, str(n),
-        backend.variant)
+        sys.executable,
+        __file__,
+        "--paused-child",
+        backend.url,
+        workflow_id,
+        str(n),
+        backend.variant,
+    )
     if await asyncio.wait_for(child.wait(), timeout=600) != 0:
         raise RuntimeError(f"the paused child exited with status {child.returncode}")
     status = await DBOS.get_workflow_status_async(workflow_id)
@@ -235,8 +247,10 @@ async def resume_after_steps(backend: Launched, n: int) -> float:
     await DBOS.send_async(workflow_id, 1, "resume")
     recovered = DBOS._recover_pending_workflows([CRASHED_EXECUTOR])
     if [handle.workflow_id for handle in recovered] != [workflow_id]:
-        raise RuntimeError(f"recovery found {[h.workflow_id for h in recovered]}, not "
-                           f"{workflow_id}: {await DBOS.get_workflow_status_async(workflow_id)}")
+        raise RuntimeError(
+            f"recovery found {[h.workflow_id for h in recovered]}, not "
+            f"{workflow_id}: {await DBOS.get_workflow_status_async(workflow_id)}"
+        )
     handle = await DBOS.retrieve_workflow_async(workflow_id)
     total = await handle.get_result(polling_interval_sec=RESULT_POLLING[backend.variant])
     elapsed = time.perf_counter() - started
@@ -260,8 +274,13 @@ def make_system(variant: str) -> System:
     return System(
         name=label,
         backends=make_backends(variant),
-        scenarios={"stream": stream, "pause_resume": pause_resume, "steps": steps,
-                   "resume_after_steps": resume_after_steps, "concurrent": concurrent},
+        scenarios={
+            "stream": stream,
+            "pause_resume": pause_resume,
+            "steps": steps,
+            "resume_after_steps": resume_after_steps,
+            "concurrent": concurrent,
+        },
         versions={"dbos": version("dbos")},
         missing_backends={"memory": "DBOS has no in-memory backend"},
         durability=durability,

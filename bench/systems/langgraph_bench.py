@@ -200,7 +200,8 @@ async def concurrent(backend: Backend, n: int) -> float:
     started = time.perf_counter()
     await asyncio.gather(*(start(config) for config in configs))
     totals = await asyncio.gather(
-        *(backend.stepper_then_pause.ainvoke(Command(resume=1), config) for config in configs))
+        *(backend.stepper_then_pause.ainvoke(Command(resume=1), config) for config in configs)
+    )
     elapsed = time.perf_counter() - started
     assert totals == [CONCURRENT_TOTAL] * n, totals[:3]
     return elapsed
@@ -220,26 +221,51 @@ async def resume_after_steps(backend: Backend, n: int) -> float:
 def make_system(variant: str) -> System:
     """`""`: LangGraph's defaults; `"normal"`: every scenario on SQLite at NORMAL."""
     with_checkpointer = ("memory", "sqlite", "postgres")
-    scenarios = {"stream": stream, "pause_resume": pause_resume, "steps": steps,
-                 "resume_after_steps": resume_after_steps, "concurrent": concurrent}
-    versions = {name: version(name) for name in (
-        "langgraph", "langgraph-checkpoint", "langgraph-checkpoint-sqlite",
-        "langgraph-checkpoint-postgres")}
+    scenarios = {
+        "stream": stream,
+        "pause_resume": pause_resume,
+        "steps": steps,
+        "resume_after_steps": resume_after_steps,
+        "concurrent": concurrent,
+    }
+    versions = {
+        name: version(name)
+        for name in (
+            "langgraph",
+            "langgraph-checkpoint",
+            "langgraph-checkpoint-sqlite",
+            "langgraph-checkpoint-postgres",
+        )
+    }
     # The custom stream is not persisted: a partial is delivered at most once.
     not_stored = {"stream": ("stream not stored", "not stored")}
     if variant == "normal":
         SYNCHRONOUS["level"] = "NORMAL"
-        return System(name="LangGraph (NORMAL)", backends={"sqlite": sqlite},
-                      scenarios=scenarios, versions=versions, durability=durability,
-                      durability_override=not_stored, location=location)
+        return System(
+            name="LangGraph (NORMAL)",
+            backends={"sqlite": sqlite},
+            scenarios=scenarios,
+            versions=versions,
+            durability=durability,
+            durability_override=not_stored,
+            location=location,
+        )
     return System(
         name="LangGraph",
-        backends={"none": no_checkpointer, "memory": memory, "sqlite": sqlite,
-                  "postgres": postgres},
+        backends={
+            "none": no_checkpointer,
+            "memory": memory,
+            "sqlite": sqlite,
+            "postgres": postgres,
+        },
         scenarios=scenarios,
         versions=versions,
-        backends_for={"pause_resume": with_checkpointer, "steps": with_checkpointer,
-                      "resume_after_steps": with_checkpointer, "concurrent": with_checkpointer},
+        backends_for={
+            "pause_resume": with_checkpointer,
+            "steps": with_checkpointer,
+            "resume_after_steps": with_checkpointer,
+            "concurrent": with_checkpointer,
+        },
         durability=durability,
         durability_override=not_stored,
         location=location,

@@ -238,7 +238,8 @@ async def concurrent(backend: Any, n: int) -> float:
     started = time.perf_counter()
     await asyncio.gather(*(start(run) for run in runs))
     totals = await asyncio.gather(
-        *(stepper_then_pause.invoke(Command(resume=1), **run) for run in runs))
+        *(stepper_then_pause.invoke(Command(resume=1), **run) for run in runs)
+    )
     elapsed = time.perf_counter() - started
     assert totals == [CONCURRENT_TOTAL] * n, totals[:3]
     return elapsed
@@ -258,8 +259,13 @@ async def resume_after_steps(backend: Any, n: int) -> float:
     return elapsed
 
 
-ALL_SCENARIOS = {"stream": stream, "pause_resume": pause_resume, "steps": steps,
-                 "resume_after_steps": resume_after_steps, "concurrent": concurrent}
+ALL_SCENARIOS = {
+    "stream": stream,
+    "pause_resume": pause_resume,
+    "steps": steps,
+    "resume_after_steps": resume_after_steps,
+    "concurrent": concurrent,
+}
 
 
 def make_system(variant: str) -> System:
@@ -292,12 +298,20 @@ def make_system(variant: str) -> System:
         )
     return System(
         name="tiny-tasks",
-        backends={"none": no_checkpointer, "memory": memory, "sqlite": sqlite,
-                  "postgres": postgres},
+        backends={
+            "none": no_checkpointer,
+            "memory": memory,
+            "sqlite": sqlite,
+            "postgres": postgres,
+        },
         scenarios=ALL_SCENARIOS,
         versions={"tiny-tasks": version("tiny-tasks")},
-        backends_for={"pause_resume": with_checkpointer, "steps": with_checkpointer,
-                      "resume_after_steps": with_checkpointer, "concurrent": with_checkpointer},
+        backends_for={
+            "pause_resume": with_checkpointer,
+            "steps": with_checkpointer,
+            "resume_after_steps": with_checkpointer,
+            "concurrent": with_checkpointer,
+        },
         durability=durability,
         location=location,
     )
