@@ -289,8 +289,8 @@ async def _measure(
     (pause/resume, resume after steps, concurrent: there the size is what is being
     varied) unless one measured run fits, which is then all it gets. A cell whose
     full-size run is cheap gets a second, full-size warm-up, and one under a second is
-    measured `CHEAP_REPEAT` times instead. In quick mode every cell runs once, whatever
-    its projection: there the point is that every cell still works.
+    measured `CHEAP_REPEAT` times instead. In quick mode every cell runs once, with no
+    warm-up: there the point is that every cell still works.
     """
     unit = UNITS[scenario][0]
     result = Result(system.name, backend_name, scenario, size, unit)
@@ -305,9 +305,11 @@ async def _measure(
             elif system.durability is not None:
                 result.durability, result.level = await system.durability(backend_name, backend)
             probe_size = max(1, size // 10)
-            started = time.perf_counter()
-            await function(backend, probe_size)
-            projected_run = (time.perf_counter() - started) * size / probe_size
+            projected_run = 0.0
+            if not args.quick:  # quick: no warm-up, no projection, the one run is the test
+                started = time.perf_counter()
+                await function(backend, probe_size)
+                projected_run = (time.perf_counter() - started) * size / probe_size
             repeat = args.repeat
             budget = 0.0 if args.quick else args.cell_budget  # quick: every cell runs once
             if (
