@@ -74,8 +74,10 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     options = parser.parse_args()
     profiler, seconds = asyncio.run(profile(options.backend, options.k))
-    print(f"{options.backend}, K = {options.k}: {seconds * 1e3:.1f} ms under the profiler, "
-          f"{seconds / options.k * 1e3:.3f} ms per round trip")
+    print(
+        f"{options.backend}, K = {options.k}: {seconds * 1e3:.1f} ms under the profiler, "
+        f"{seconds / options.k * 1e3:.3f} ms per round trip"
+    )
     for order in ("tottime", "cumulative"):
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order).print_stats(options.top)

@@ -38,7 +38,9 @@ SYSTEMS = (
     ("bare", "bare_bench.py", ""),
     ("tiny-tasks", "tiny_tasks_bench.py", ""),
     ("tiny-tasks-alo", "tiny_tasks_bench.py", "at-least-once"),
+    ("tiny-tasks-full", "tiny_tasks_bench.py", "full"),
     ("langgraph", "langgraph_bench.py", ""),
+    ("langgraph-normal", "langgraph_bench.py", "normal"),
     ("dbos", "dbos_bench.py", "default"),
     ("dbos-1ms", "dbos_bench.py", "1ms"),
 )
@@ -197,6 +199,37 @@ Bytes a run's journal grows by per answered interrupt in the pause/resume worklo
 """
 
 
+FLOORS_SECTION = """
+## Commit floors (same run, same PostgreSQL server)
+
+One durable write with no workflow engine (`bench/floors.py`): what a step, a pause or a
+partial mark costs at least at each durability level, and the event-loop-to-thread hop a
+saver that runs its database work on a thread pays per awaited call.
+
+"""
+
+JOURNAL_COST_SECTION = """
+## Cost against journal size (tiny-tasks)
+
+What one more partial, one more step and one resume cost once a run's journal already
+holds `entries` recorded steps (`bench/journal_cost.py`), with a least-squares line
+through them: the slope is what 1,000 more entries add.
+
+"""
+
+
+def run_script(script: str, quick: bool, pg_url: str | None = None) -> str:
+    """Run a bench/ script in the bench environment; its stdout, or "failed: ..." ."""
+    command = [str(ENV_PYTHON), str(BENCH / script), *(["--quick"] if quick else [])]
+    if pg_url:
+        command += ["--postgres", pg_url]
+    print(f"== {script}", file=sys.stderr, flush=True)
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    if finished.returncode != 0:
+        return f"failed: {finished.stderr.strip()[-500:]}"
+    return finished.stdout.strip()
+
+
 def measure_journal_size(quick: bool) -> str:
     """The Markdown table `journal_size.py` prints (it runs after the timed systems)."""
     command = [str(ENV_PYTHON), str(BENCH / "journal_size.py"), *(["--quick"] if quick else [])]
@@ -267,7 +300,9 @@ def main() -> int:
     }
     with tempfile.TemporaryDirectory(prefix="tiny-tasks-bench-") as tmp:
         if args.no_postgres:
+            meta["floors"] = run_script("floors.py", args.quick)
             documents, failures = run_systems(args, None, Path(tmp))
+            meta["journal_cost"] = run_script("journal_cost.py", args.quick)
             server = "not used"
         else:
             try:
@@ -277,7 +312,9 @@ def main() -> int:
                     raise SystemExit(f"{missing} (or pass --no-postgres)") from None
             with throwaway_postgres() as pg_url:
                 server = postgres_version(pg_url)
+                meta["floors"] = run_script("floors.py", args.quick, pg_url)
                 documents, failures = run_systems(args, pg_url, Path(tmp))
+                meta["journal_cost"] = run_script("journal_cost.py", args.quick, pg_url)
     meta.update(server=server, load_at_end=_report.load_average())
 
     shutil.rmtree(raw, ignore_errors=True)
@@ -303,13 +340,18 @@ def report(
     print()
     print(_report.plain(_report.table(rows)))
     journal_sizes = measure_journal_size(meta["quick"])
-    print(journal_sizes)
-    if journal_sizes.startswith("failed"):
-        failures.append(f"journal size: {journal_sizes}")
     runtime = measure_runtime(meta["quick"])
-    print(runtime)
-    if runtime.startswith("failed"):
-        failures.append(f"runtime: {runtime}")
+    floors = meta.get("floors", "not measured")
+    journal_cost = meta.get("journal_cost", "not measured")
+    for title, text in (
+        ("commit floors", floors),
+        ("journal cost", journal_cost),
+        ("journal size", journal_sizes),
+        ("runtime", runtime),
+    ):
+        print(f"\n{title}:\n{text}")
+        if text.startswith("failed"):
+            failures.append(f"{title}: {text}")
     plot = out_dir / "pause_resume.png"
     plotted = _report.plot_pause_resume(documents, str(plot))
     results = out_dir / "RESULTS.md"
@@ -321,6 +363,12 @@ def report(
             plot.name if plotted else None,
             (meta["load_at_start"], meta["load_at_end"]),
         )
+        + FLOORS_SECTION
+        + floors
+        + "\n"
+        + JOURNAL_COST_SECTION
+        + journal_cost
+        + "\n"
         + JOURNAL_SECTION
         + journal_sizes
         + "\n"

@@ -6,6 +6,7 @@ temporary directory), `PostgresSaver` (its own database on the throwaway server)
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _harness import NotApplicable, System, run_system
+from _harness import CONCURRENT_STEPS, SHARED, NotApplicable, System, run_system
 from tiny_tasks import Command, MemorySaver, TaskInterrupted, interrupt, step, task
 
 # ---- the workload: the same shapes as in every other system module -----------------
@@ -57,6 +58,9 @@ async def stepper_then_pause(n: int) -> int:
     for i in range(n):
         total += await add_one(i)
     return total + interrupt("continue?")
+
+
+CONCURRENT_TOTAL = sum(range(1, CONCURRENT_STEPS + 1)) + 1  # what each concurrent run returns
 
 
 # ---- backends ----------------------------------------------------------------------
@@ -109,9 +113,51 @@ async def memory(pg_url: str | None, workdir: str) -> AsyncIterator[Any]:
 @asynccontextmanager
 async def sqlite(pg_url: str | None, workdir: str) -> AsyncIterator[Any]:
     SqliteSaver = saver_class("SqliteSaver")
-    path = Path(workdir) / f"tiny-tasks-{uuid.uuid4().hex}.sqlite"
-    async with opened(SqliteSaver(str(path))) as saver:
+    path = SHARED["location"] or Path(workdir) / f"tiny-tasks-{uuid.uuid4().hex}.sqlite"
+    async with opened(SqliteSaver(str(path), synchronous=SYNCHRONOUS["level"])) as saver:
         yield saver
+
+
+SYNCHRONOUS = {"level": "NORMAL"}  # our default; "FULL" in the "full" variant
+
+
+async def durability(backend_name: str, backend: Any) -> tuple[str, str]:
+    """What a commit promises on this backend, read from the opened saver."""
+    if backend_name == "memory":
+        return "in memory", "memory"
+    if backend_name == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(backend.path) as probe:  # journal_mode is stored in the file
+            (mode,) = probe.execute("PRAGMA journal_mode").fetchone()
+        return f"{mode.upper()}, synchronous={backend.synchronous}", backend.synchronous
+    if backend_name == "postgres":
+        return await postgres_durability(backend)
+    return "no checkpointer", "not stored"
+
+
+async def postgres_durability(backend: Any) -> tuple[str, str]:
+    """`synchronous_commit` as the saver's own connections see it (a fresh connection to
+    the same database if the saver's pool is out of reach)."""
+    import psycopg
+
+    try:
+        pool_connection = backend._connection()
+    except AttributeError:
+        pool_connection = await psycopg.AsyncConnection.connect(POSTGRES_URL["url"])
+    async with pool_connection as connection:
+        cursor = await connection.execute("SHOW synchronous_commit")
+        row = await cursor.fetchone()
+    level = str(row[0]) if row else "?"
+    return f"synchronous_commit={level}", level
+
+
+POSTGRES_URL = {"url": ""}
+
+
+def location(backend_name: str, backend: Any) -> str:
+    """Where the opened backend's store lives, for the worker processes to share it."""
+    return str(backend.path) if backend_name == "sqlite" else POSTGRES_URL["url"]
 
 
 @asynccontextmanager
@@ -119,10 +165,14 @@ async def postgres(pg_url: str | None, workdir: str) -> AsyncIterator[Any]:
     PostgresSaver = saver_class("PostgresSaver")
     from _pg import create_database
 
-    if pg_url is None:
-        raise RuntimeError("no PostgreSQL server (pass --postgres URL)")
     database = "bench_tiny_tasks" + ("_alo" if DELIVERY["delivery"] == "at_least_once" else "")
-    async with opened(PostgresSaver(create_database(pg_url, database))) as saver:
+    if SHARED["location"]:
+        POSTGRES_URL["url"] = SHARED["location"]
+    elif pg_url is None:
+        raise RuntimeError("no PostgreSQL server (pass --postgres URL)")
+    else:
+        POSTGRES_URL["url"] = create_database(pg_url, database)
+    async with opened(PostgresSaver(POSTGRES_URL["url"])) as saver:
         yield saver
 
 
@@ -175,6 +225,26 @@ async def steps(backend: Any, n: int) -> float:
     return elapsed
 
 
+async def concurrent(backend: Any, n: int) -> float:
+    runs = [new_run(backend) for _ in range(n)]
+
+    async def start(run: dict[str, Any]) -> None:
+        try:
+            await stepper_then_pause.invoke(CONCURRENT_STEPS, **run)
+            raise AssertionError("the run did not pause")
+        except TaskInterrupted:
+            pass
+
+    started = time.perf_counter()
+    await asyncio.gather(*(start(run) for run in runs))
+    totals = await asyncio.gather(
+        *(stepper_then_pause.invoke(Command(resume=1), **run) for run in runs)
+    )
+    elapsed = time.perf_counter() - started
+    assert totals == [CONCURRENT_TOTAL] * n, totals[:3]
+    return elapsed
+
+
 async def resume_after_steps(backend: Any, n: int) -> float:
     run = new_run(backend)
     try:
@@ -189,9 +259,20 @@ async def resume_after_steps(backend: Any, n: int) -> float:
     return elapsed
 
 
+ALL_SCENARIOS = {
+    "stream": stream,
+    "pause_resume": pause_resume,
+    "steps": steps,
+    "resume_after_steps": resume_after_steps,
+    "concurrent": concurrent,
+}
+
+
 def make_system(variant: str) -> System:
-    """`""`: the defaults (exactly-once delivery); `"at-least-once"`: the stream scenario
-    with `delivery="at_least_once"` (no write per partial), for the durable backends."""
+    """`""`: the defaults (exactly-once delivery, SQLite at NORMAL); `"at-least-once"`: the
+    stream scenario with `delivery="at_least_once"` (no write per partial), for the
+    durable backends; `"full"`: every scenario on SQLite at `synchronous="FULL"`, the
+    durability LangGraph's and DBOS's SQLite stores have by default."""
     with_checkpointer = ("memory", "sqlite", "postgres")
     if variant == "at-least-once":
         DELIVERY["delivery"] = "at_least_once"
@@ -201,6 +282,19 @@ def make_system(variant: str) -> System:
             scenarios={"stream": stream},
             versions={"tiny-tasks": version("tiny-tasks")},
             backends_for={},
+            durability=durability,
+            # Partials are not recorded one by one: after a crash they are sent again.
+            durability_override={"stream": ("partials not stored", "not stored")},
+        )
+    if variant == "full":
+        SYNCHRONOUS["level"] = "FULL"
+        return System(
+            name="tiny-tasks (FULL)",
+            backends={"sqlite": sqlite},
+            scenarios=ALL_SCENARIOS,
+            versions={"tiny-tasks": version("tiny-tasks")},
+            durability=durability,
+            location=location,
         )
     return System(
         name="tiny-tasks",
@@ -210,18 +304,16 @@ def make_system(variant: str) -> System:
             "sqlite": sqlite,
             "postgres": postgres,
         },
-        scenarios={
-            "stream": stream,
-            "pause_resume": pause_resume,
-            "steps": steps,
-            "resume_after_steps": resume_after_steps,
-        },
+        scenarios=ALL_SCENARIOS,
         versions={"tiny-tasks": version("tiny-tasks")},
         backends_for={
             "pause_resume": with_checkpointer,
             "steps": with_checkpointer,
             "resume_after_steps": with_checkpointer,
+            "concurrent": with_checkpointer,
         },
+        durability=durability,
+        location=location,
     )
 
 
