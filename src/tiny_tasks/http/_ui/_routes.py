@@ -47,22 +47,21 @@ from .._errors import error_body, status_of
 from .._json import plain
 from .._listing import scan
 from .._requests import decode_cursor, encode_cursor, run_id_field
-from ._forms import Asked, asked, read_answers
+from ._answers import read_answers
+from ._forms import Asked, asked
 from ._html import Markup, html, join, pretty
 from ._pages import (
     STATUSES,
     Page,
     PendingRun,
-    RunView,
     feed_data,
     inbox_body,
     inbox_regions,
     layout,
     message_page,
-    run_body,
-    run_regions,
     runs_body,
 )
+from ._run_page import RunView, run_body, run_regions
 from ._timeline import timeline
 
 if typing.TYPE_CHECKING:
