@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from saver_kinds import make_saver
+from saver_kinds import BOUND, drain, load_stored, make_saver
 
 from tiny_tasks import (
     Command,
@@ -34,7 +34,6 @@ from tiny_tasks import (
 )
 from tiny_tasks.savers.base import Checkpoint
 
-BOUND = 20.0  # seconds; a run that takes this long is hung
 DELIVERIES = ("exactly_once", "at_least_once")
 
 calls: Counter[str] = Counter()
@@ -43,24 +42,6 @@ calls: Counter[str] = Counter()
 @pytest.fixture(autouse=True)
 def _fresh_calls() -> None:
     calls.clear()
-
-
-async def _load(saver: Any, run_id: str) -> Checkpoint | None:
-    stored = saver.load(run_id)
-    result: Checkpoint | None = await stored if inspect.isawaitable(stored) else stored
-    return result
-
-
-async def _drain(stream: AsyncIterator[Any]) -> tuple[list[Any], list[Interrupt]]:
-    partials: list[Any] = []
-    interrupts: list[Interrupt] = []
-    async with asyncio.timeout(BOUND):
-        async for partial, _, intr in stream:
-            if intr is None:
-                partials.append(partial)
-            else:
-                interrupts.append(intr)
-    return partials, interrupts
 
 
 # -- point 1: a coroutine task that emits, then does a recorded write -------------------
@@ -119,7 +100,7 @@ async def test_emit_then_recorded_write_finishes_with_invoke(
         got = await job.invoke(None, run_id="r1", checkpointer=saver, delivery=delivery)
     assert got == result
     assert dict(calls) == counts
-    assert await _load(saver, "r1") is None
+    assert await load_stored(saver, "r1") is None
 
 
 @pytest.mark.parametrize("delivery", DELIVERIES)
@@ -128,7 +109,7 @@ async def test_emit_then_recorded_write_finishes_with_async_for(
     saver: Any, delivery: Any, job: Any, partials: list[str], result: str, counts: dict[str, int]
 ) -> None:
     stream = job(None, run_id="r1", checkpointer=saver, delivery=delivery)
-    assert await _drain(stream) == (partials, [])
+    assert await drain(stream) == (partials, [])
     assert stream.result == result
     assert dict(calls) == counts
 
@@ -174,14 +155,14 @@ async def emit_step_pause(_: Any) -> list[Any]:
 @pytest.mark.parametrize("delivery", DELIVERIES)
 async def test_emit_step_pause_resume(saver: Any, delivery: Any) -> None:
     options: dict[str, Any] = {"run_id": "r1", "checkpointer": saver, "delivery": delivery}
-    first = await _drain(emit_step_pause(None, **options))
+    first = await drain(emit_step_pause(None, **options))
     assert first == (["a", "b"], [Interrupt("go?", "emit_step_pause/interrupt#1")])
-    stored = await _load(saver, "r1")
+    stored = await load_stored(saver, "r1")
     assert stored is not None
     assert stored.status == "paused"
     assert stored.delivered == 2
     stream = emit_step_pause.resume("yes", **options)
-    assert await _drain(stream) == (["c"], [])
+    assert await drain(stream) == (["c"], [])
     assert stream.result == [10, "yes", 20, 40]
     assert dict(calls) == {"work": 2, "child": 1}
 
@@ -190,10 +171,10 @@ async def test_emit_step_pause_resume(saver: Any, delivery: Any) -> None:
 async def checks_its_own_records(_: Any, ctx: TaskContext) -> int:
     saver = checked_saver[0]
     emit("a")
-    before = await _load(saver, ctx.run_id)
+    before = await load_stored(saver, ctx.run_id)
     assert before is not None
     value = await work(3)
-    after = await _load(saver, ctx.run_id)
+    after = await load_stored(saver, ctx.run_id)
     assert after is not None
     # The step's record was committed before its result came back.
     assert len(after.entries) == len(before.entries) + 1
@@ -210,7 +191,7 @@ async def test_a_step_is_stored_before_its_result_is_handed_back(saver: Any) -> 
     delivered = []
     async with asyncio.timeout(BOUND):
         async for partial, _, _ in stream:
-            stored = await _load(saver, "r1")
+            stored = await load_stored(saver, "r1")
             assert stored is not None
             delivered.append((partial, stored.delivered))
     # Each partial was counted as delivered in storage before the consumer had it.
@@ -286,14 +267,14 @@ async def test_a_sibling_pauses_while_another_writes_with_invoke(
             async with asyncio.timeout(BOUND):
                 await job.invoke(None, run_id=run_id, checkpointer=saver)
         assert paused.value.interrupts == [Interrupt(question, site)]
-        stored = await _load(saver, run_id)
+        stored = await load_stored(saver, run_id)
         assert stored is not None
         assert (stored.status, stored.pending) == ("paused", (site,))
         async with asyncio.timeout(BOUND):
             assert await job.invoke(Command(resume="yes"), run_id=run_id, checkpointer=saver) == (
                 result
             )
-        assert await _load(saver, run_id) is None
+        assert await load_stored(saver, run_id) is None
     assert dict(calls) == {name: REPEATS * n for name, n in counts.items()}
 
 
@@ -303,11 +284,11 @@ async def test_a_sibling_pauses_while_another_writes_with_async_for(
 ) -> None:
     for round_ in range(REPEATS):
         options: dict[str, Any] = {"run_id": f"r{round_}", "checkpointer": saver}
-        assert await _drain(job(None, **options)) == ([], [Interrupt(question, site)])
+        assert await drain(job(None, **options)) == ([], [Interrupt(question, site)])
         # re-attaching reports the same pause: the run was not written over
-        assert await _drain(job(**options)) == ([], [Interrupt(question, site)])
+        assert await drain(job(**options)) == ([], [Interrupt(question, site)])
         stream = job.resume("yes", **options)
-        assert await _drain(stream) == ([], [])
+        assert await drain(stream) == ([], [])
         assert stream.result == result
     assert dict(calls) == {name: REPEATS * n for name, n in counts.items()}
 
@@ -350,7 +331,7 @@ class _Recording:
         self.serde = getattr(inner, "serde", None)
 
     async def load(self, run_id: str) -> Checkpoint | None:
-        return await _load(self.inner, run_id)
+        return await load_stored(self.inner, run_id)
 
     async def save(self, write: Any, expected_version: int | None) -> int:
         self.statuses.append(write.status)
@@ -402,14 +383,14 @@ async def test_nothing_writes_to_a_run_after_it_paused(saver: Any) -> None:
         async with asyncio.timeout(BOUND):
             await leaves_a_straggler.invoke(None, run_id="r1", checkpointer=recording)
     assert recording.statuses == ["running", "paused"]
-    stored = await _load(saver, "r1")
+    stored = await load_stored(saver, "r1")
     released[0].set()
     with pytest.raises(RunClosedError, match="'r1' has already stopped"):
         async with asyncio.timeout(BOUND):
             await stragglers[0]
     assert calls["late"] == 0  # refused before the step's function ran
     assert recording.statuses == ["running", "paused"]
-    assert await _load(saver, "r1") == stored
+    assert await load_stored(saver, "r1") == stored
 
 
 @task("gathers_slow_steps")
@@ -425,14 +406,14 @@ async def test_a_pause_lets_started_steps_finish_and_starts_none(saver: Any) -> 
     recording = _Recording(saver)
     options: dict[str, Any] = {"run_id": "r1", "checkpointer": recording}
     site = "gathers_slow_steps/asker#1/interrupt#0"
-    assert await _drain(gathers_slow_steps(None, **options)) == ([], [Interrupt("asker?", site)])
+    assert await drain(gathers_slow_steps(None, **options)) == ([], [Interrupt("asker?", site)])
     # Both slow steps were running when the sibling paused: they finished and were
     # recorded before the pause was written. The step `chain` would have started next
     # did not start.
     assert recording.statuses == ["running", "running", "running", "paused"]
     assert dict(calls) == {"slow_fetch": 2}
     stream = gathers_slow_steps.resume("yes", **options)
-    assert await _drain(stream) == ([], [])
+    assert await drain(stream) == ([], [])
     assert stream.result == [4, 4, "yes"]
     assert dict(calls) == {"slow_fetch": 2, "double": 1}
 
@@ -525,7 +506,7 @@ async def test_a_swallowed_pause_is_an_error_and_the_run_is_kept(
     assert "except BaseException" in message
     assert "raise" in message
     assert dict(calls) == counts  # no step ran after the swallowed pause
-    stored = await _load(saver, "r1")
+    stored = await load_stored(saver, "r1")
     assert stored is not None
     assert (stored.status, stored.pending) == ("running", ())
 
@@ -543,7 +524,7 @@ async def test_a_swallowed_pause_with_async_for(saver: Any, delivery: Any) -> No
     with pytest.raises(SwallowedInterruptError, match="'swallows/interrupt#0'"):
         await consume()
     assert seen == ["before"]
-    assert await _load(saver, "r1") is not None
+    assert await load_stored(saver, "r1") is not None
 
 
 fixed = [False]
@@ -611,7 +592,7 @@ async def test_a_step_in_a_handler_that_reraises_the_pause_runs(saver: Any) -> N
         await logs_and_reraises.invoke(None, **options)
     assert paused.value.interrupts == [Interrupt("ok?", "logs_and_reraises/interrupt#0")]
     assert dict(calls) == {"in handler": 1}
-    stored = await _load(saver, "r1")
+    stored = await load_stored(saver, "r1")
     assert stored is not None
     assert stored.status == "paused"
 
@@ -631,15 +612,15 @@ async def test_a_skipped_partial_just_before_a_pause_keeps_the_pause(saver: Any)
     # On resume, "e0" is skipped (delivered before) in the same pull that raises the
     # second pause: that pause used to be dropped and the run deleted as finished.
     options: dict[str, Any] = {"run_id": "r1", "checkpointer": saver}
-    assert await _drain(asks_twice(None, **options)) == (
+    assert await drain(asks_twice(None, **options)) == (
         ["e0"],
         [Interrupt("q1", "asks_twice/interrupt#0")],
     )
-    assert await _drain(asks_twice.resume("a1", **options)) == (
+    assert await drain(asks_twice.resume("a1", **options)) == (
         [],
         [Interrupt("q2", "asks_twice/interrupt#1")],
     )
-    assert await _drain(asks_twice.resume("a2", **options)) == ([["a1", "a2"]], [])
+    assert await drain(asks_twice.resume("a2", **options)) == ([["a1", "a2"]], [])
 
 
 @task("noop")
@@ -664,9 +645,9 @@ async def test_a_held_body_resumes_in_its_own_frame(saver: Any) -> None:
     # next pull, the child's interrupt must still be the child's.
     options: dict[str, Any] = {"run_id": "r1", "checkpointer": saver}
     site = "emits_then_nests/gathers_then_asks#0/interrupt#2"
-    assert await _drain(emits_then_nests(None, **options)) == (["p"], [Interrupt("inner?", site)])
+    assert await drain(emits_then_nests(None, **options)) == (["p"], [Interrupt("inner?", site)])
     stream = emits_then_nests.resume("yes", **options)
-    assert await _drain(stream) == ([], [])
+    assert await drain(stream) == ([], [])
     assert stream.result == "yes"
 
 
@@ -686,9 +667,9 @@ async def test_a_task_group_failing_while_its_partial_is_marked(saver: Any, deli
     # suspended body, which pauses; the mark still completes.
     options: dict[str, Any] = {"run_id": "r1", "checkpointer": saver, "delivery": delivery}
     site = "groups_after_emitting/a#0/interrupt#0"
-    assert await _drain(groups_after_emitting(None, **options)) == (["p"], [Interrupt("a?", site)])
+    assert await drain(groups_after_emitting(None, **options)) == (["p"], [Interrupt("a?", site)])
     stream = groups_after_emitting.resume("yes", **options)
-    assert await _drain(stream) == ([], [])
+    assert await drain(stream) == ([], [])
     assert stream.result == "done"
     assert calls["double"] == 1
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from saver_kinds import BOUND, drain, load_stored
 
 from tiny_tasks import (
     AlreadyAnsweredError,
@@ -40,7 +41,6 @@ from tiny_tasks.testing import ManualClock
 
 T0 = 1_700_000_000.0
 DAY = 86_400.0
-BOUND = 20.0  # seconds; a run that takes this long is hung
 
 calls: Counter[str] = Counter()
 
@@ -48,24 +48,6 @@ calls: Counter[str] = Counter()
 @pytest.fixture(autouse=True)
 def _fresh_calls() -> None:
     calls.clear()
-
-
-async def _load(saver: Any, run_id: str) -> Checkpoint | None:
-    stored = saver.load(run_id)
-    result: Checkpoint | None = await stored if inspect.isawaitable(stored) else stored
-    return result
-
-
-async def _drain(stream: AsyncIterator[Any]) -> tuple[list[Any], list[Interrupt]]:
-    partials: list[Any] = []
-    interrupts: list[Interrupt] = []
-    async with asyncio.timeout(BOUND):
-        async for partial, _, intr in stream:
-            if intr is None:
-                partials.append(partial)
-            else:
-                interrupts.append(intr)
-    return partials, interrupts
 
 
 def _kinds(saver: Any, stored: Checkpoint) -> list[str]:
@@ -97,9 +79,9 @@ async def sleeper(name: str, ctx: TaskContext) -> AsyncIterator[str]:
 async def test_a_long_sleep_is_stored_sleeping_and_continues_once_due(saver: Any) -> None:
     with use_clock(ManualClock(T0)) as clock:
         stream = sleeper("a", run_id="s1", checkpointer=saver)
-        assert await _drain(stream) == (["a:before"], [])
+        assert await drain(stream) == (["a:before"], [])
         assert (stream.status, stream.wake_at, stream.waits) == ("sleeping", T0 + DAY, ())
-        stored = await _load(saver, "s1")
+        stored = await load_stored(saver, "s1")
         assert stored is not None
         assert (stored.status, stored.wake_at, stored.waits, stored.pending) == (
             "sleeping",
@@ -112,37 +94,37 @@ async def test_a_long_sleep_is_stored_sleeping_and_continues_once_due(saver: Any
         # Not continued early: re-attaching reports the sleep again, runs and writes nothing.
         await clock.advance(DAY - 2)
         again = sleeper(run_id="s1", checkpointer=saver)
-        assert await _drain(again) == ([], [])
+        assert await drain(again) == ([], [])
         assert (again.status, again.wake_at) == ("sleeping", T0 + DAY)
         with pytest.raises(TaskSleeping) as info:
             await sleeper.invoke(run_id="s1", checkpointer=saver)
         assert (info.value.run_id, info.value.wake_at) == ("s1", T0 + DAY)
-        assert (await _load(saver, "s1")).version == stored.version  # type: ignore[union-attr]
+        assert (await load_stored(saver, "s1")).version == stored.version  # type: ignore[union-attr]
 
         await clock.advance(2)
         after = sleeper(run_id="s1", checkpointer=saver)
-        assert await _drain(after) == (["a:after"], [])
+        assert await drain(after) == (["a:after"], [])
         assert after.status == "done"
     assert calls == {"a:before": 1, "a:after": 1}
-    assert await _load(saver, "s1") is None
+    assert await load_stored(saver, "s1") is None
 
 
 async def test_a_claimed_run_that_is_not_due_yet_gives_its_lease_back(saver: Any) -> None:
     with use_clock(ManualClock(T0)) as clock:
-        await _drain(sleeper("a", run_id="s1", checkpointer=saver))
+        await drain(sleeper("a", run_id="s1", checkpointer=saver))
         # A worker whose clock runs ahead claims the run before it is due by the engine's.
         claimed = saver.claim_runs("w1", ["sleeper"], T0 + DAY, T0 + DAY + 30, 10)
         claimed = await claimed if inspect.isawaitable(claimed) else claimed
         assert [info.run_id for info in claimed] == ["s1"]
         with driving(Driver(owner="w1")):
             again = sleeper(run_id="s1", checkpointer=saver)
-            assert await _drain(again) == ([], [])
+            assert await drain(again) == ([], [])
         assert again.status == "sleeping"
-        stored = await _load(saver, "s1")
+        stored = await load_stored(saver, "s1")
         assert stored is not None
         assert (stored.status, stored.lease_owner, stored.lease_expires) == ("sleeping", None, None)
         await clock.advance(DAY)
-        assert await _drain(sleeper(run_id="s1", checkpointer=saver)) == (["a:after"], [])
+        assert await drain(sleeper(run_id="s1", checkpointer=saver)) == (["a:after"], [])
     assert calls == {"a:before": 1, "a:after": 1}
 
 
@@ -158,18 +140,18 @@ async def sleep_then_ask(name: str, ctx: TaskContext) -> list[Any]:
 async def test_the_wake_time_is_recorded_once_and_never_recomputed(saver: Any) -> None:
     with use_clock(ManualClock(T0)) as clock:
         stream = sleep_then_ask("w", run_id="w1", checkpointer=saver)
-        await _drain(stream)
+        await drain(stream)
         assert (stream.status, stream.wake_at) == ("sleeping", T0 + DAY)
         span["sleep"] = 10 * DAY  # new code, another duration: the recorded time stands
         try:
             await clock.advance(DAY)
             paused = sleep_then_ask(run_id="w1", checkpointer=saver)
-            _, interrupts = await _drain(paused)
+            _, interrupts = await drain(paused)
             assert interrupts == [Interrupt("go on?", "sleep_then_ask/interrupt#2")]
             assert (paused.status, paused.wake_at) == ("paused", None)
             # Answered five days later: replay passes the sleep at once.
             await clock.advance(5 * DAY)
-            stored = await _load(saver, "w1")
+            stored = await load_stored(saver, "w1")
             assert stored is not None
             assert _kinds(saver, stored).count("wait") == 1
             answered = sleep_then_ask.invoke(Command(resume="yes"), run_id="w1", checkpointer=saver)
@@ -177,7 +159,7 @@ async def test_the_wake_time_is_recorded_once_and_never_recomputed(saver: Any) -
         finally:
             span["sleep"] = DAY
     assert calls == {"w:1": 1, "w:2": 1}
-    assert await _load(saver, "w1") is None
+    assert await load_stored(saver, "w1") is None
 
 
 async def test_a_short_sleep_waits_in_process(saver: Any) -> None:
@@ -185,10 +167,10 @@ async def test_a_short_sleep_waits_in_process(saver: Any) -> None:
     try:
         with use_clock(ManualClock(T0)) as clock:
             stream = sleeper("b", run_id="s2", checkpointer=saver)
-            drained = asyncio.ensure_future(_drain(stream))
+            drained = asyncio.ensure_future(drain(stream))
             async with asyncio.timeout(BOUND):
                 await clock.wait_for_sleepers(1)
-            stored = await _load(saver, "s2")
+            stored = await load_stored(saver, "s2")
             assert stored is not None
             assert stored.status == "running"
             assert calls == {"b:before": 1}
@@ -197,14 +179,14 @@ async def test_a_short_sleep_waits_in_process(saver: Any) -> None:
             assert stream.status == "done"
     finally:
         span["sleep"] = DAY
-    assert await _load(saver, "s2") is None
+    assert await load_stored(saver, "s2") is None
 
 
 async def test_a_sleep_due_within_a_second_waits_in_process_on_reattach(saver: Any) -> None:
     with use_clock(ManualClock(T0)) as clock:
-        await _drain(sleeper("c", run_id="s3", checkpointer=saver))
+        await drain(sleeper("c", run_id="s3", checkpointer=saver))
         await clock.advance(DAY - 0.25)
-        drained = asyncio.ensure_future(_drain(sleeper(run_id="s3", checkpointer=saver)))
+        drained = asyncio.ensure_future(drain(sleeper(run_id="s3", checkpointer=saver)))
         async with asyncio.timeout(BOUND):
             await clock.wait_for_sleepers(1)
         assert calls == {"c:before": 1}
@@ -255,10 +237,10 @@ async def approval(order: str, ctx: TaskContext) -> Any:
 async def test_a_deadline_applies_the_default_on_reattach_after_it(saver: Any) -> None:
     with use_clock(ManualClock(T0)) as clock:
         stream = approval("o1", run_id="d1", checkpointer=saver)
-        _, interrupts = await _drain(stream)
+        _, interrupts = await drain(stream)
         assert interrupts == [Interrupt({"approve": "o1"}, "approval/interrupt#0")]
         assert (stream.status, stream.wake_at) == ("paused", T0 + HOURS_4)
-        stored = await _load(saver, "d1")
+        stored = await load_stored(saver, "d1")
         assert stored is not None
         assert (stored.status, stored.wake_at) == ("paused", T0 + HOURS_4)
 
@@ -270,7 +252,7 @@ async def test_a_deadline_applies_the_default_on_reattach_after_it(saver: Any) -
         await clock.advance(1)
         assert await approval.invoke(run_id="d1", checkpointer=saver) == "o1:refused"
     assert calls == {"o1:refused": 1}
-    assert await _load(saver, "d1") is None
+    assert await load_stored(saver, "d1") is None
 
 
 @task("approve_then_wait")
@@ -326,7 +308,7 @@ async def test_an_answer_after_the_deadline_is_refused(saver: Any) -> None:
     with use_clock(ManualClock(T0)) as clock:
         with pytest.raises(TaskInterrupted):
             await strict_approval.invoke("o3", run_id="d3", checkpointer=saver)
-        before = await _load(saver, "d3")
+        before = await load_stored(saver, "d3")
         await clock.advance(61)
         with pytest.raises(InterruptTimeoutError) as info:
             await strict_approval.invoke(Command(resume="yes"), run_id="d3", checkpointer=saver)
@@ -335,7 +317,7 @@ async def test_an_answer_after_the_deadline_is_refused(saver: Any) -> None:
             "strict_approval/interrupt#0",
             T0 + 60,
         )
-        after = await _load(saver, "d3")
+        after = await load_stored(saver, "d3")
         assert after is not None
         assert before is not None
         assert after.version == before.version
@@ -420,7 +402,7 @@ async def test_an_answer_racing_the_deadline_exactly_one_wins(saver: Any) -> Non
             assert isinstance(lost[0], RunConflictError), lost
             assert won[0] in (f"{order}:yes", f"{order}:by deadline")
             wins["answer" if won[0].endswith("yes") else "deadline"] += 1
-            assert await _load(saver, run_id) is None
+            assert await load_stored(saver, run_id) is None
     assert sum(calls.values()) == 50  # one step each round: the winner's
     assert sorted(wins) == ["answer", "deadline"], wins  # each side won some rounds
 
@@ -441,7 +423,7 @@ async def test_the_deadline_is_kept_across_replays(saver: Any) -> None:
         # Answering the first replays the second: the deadline set at its first reach stays.
         answer = Command(answers={first: "one"})
         stream = two_approvals(answer, run_id="k1", checkpointer=saver)
-        _, interrupts = await _drain(stream)
+        _, interrupts = await drain(stream)
         assert [i.value for i in interrupts] == ["second"]
         assert stream.wake_at == T0 + DAY
         await clock.advance(DAY / 2)
@@ -469,7 +451,7 @@ async def test_a_message_sent_before_the_wait_is_kept_and_received(saver: Any) -
             "go",
             {"text": "hello"},
         ]
-    assert await _load(saver, "m1") is None
+    assert await load_stored(saver, "m1") is None
 
 
 async def test_two_messages_are_received_in_order_by_two_recvs(saver: Any) -> None:
@@ -497,18 +479,18 @@ async def waiter(name: str, ctx: TaskContext) -> list[Any]:
 async def test_a_message_sent_after_the_wait_wakes_the_run(saver: Any) -> None:
     with use_clock(ManualClock(T0)) as clock:
         stream = waiter("a", run_id="m3", checkpointer=saver)
-        await _drain(stream)
+        await drain(stream)
         assert (stream.status, stream.wake_at, stream.waits) == (
             "sleeping",
             T0 + 3600,
             ("reply",),
         )
-        stored = await _load(saver, "m3")
+        stored = await load_stored(saver, "m3")
         assert stored is not None
         assert (stored.status, stored.wake_at, stored.waits) == ("sleeping", T0 + 3600, ("reply",))
         await clock.advance(60)
         await send(saver, "m3", "reply", "ok")
-        woken = await _load(saver, "m3")
+        woken = await load_stored(saver, "m3")
         assert woken is not None
         assert woken.wake_at == T0 + 60
         assert await waiter.invoke(run_id="m3", checkpointer=saver) == ["a:before", "ok"]
@@ -540,7 +522,7 @@ async def test_a_message_is_recorded_and_taken_once(saver: Any) -> None:
         message_id = await send(saver, "m5", "t", [1, 2])
         with pytest.raises(TaskInterrupted):
             await receive_then_ask.invoke(run_id="m5", checkpointer=saver)
-        stored = await _load(saver, "m5")
+        stored = await load_stored(saver, "m5")
         assert stored is not None
         serde = getattr(saver, "serde", None)
         if serde is None:
@@ -578,7 +560,7 @@ async def test_recv_in_a_nested_child_under_gather_with_an_interrupt(saver: Any)
 
     with use_clock(ManualClock(T0)):
         stream = parent("x", run_id="m6", checkpointer=saver)
-        _, interrupts = await _drain(stream)
+        _, interrupts = await drain(stream)
         assert [i.value for i in interrupts] == ["approve?"]
         # `waits` depends on whether the recv registered before the pause cancelled it
         # (an async saver's read may be in flight): either way the resume receives.
@@ -611,18 +593,18 @@ async def test_send_to_a_missing_run_is_refused() -> None:
 
 async def test_waiting_runs_pass_check_runs_and_stay_as_they_are(saver: Any) -> None:
     with use_clock(ManualClock(T0)) as clock:
-        await _drain(sleeper("d", run_id="s4", checkpointer=saver))
-        await _drain(waiter("e", run_id="s5", checkpointer=saver))
-        await _drain(approval("o5", run_id="s6", checkpointer=saver))
+        await drain(sleeper("d", run_id="s4", checkpointer=saver))
+        await drain(waiter("e", run_id="s5", checkpointer=saver))
+        await drain(approval("o5", run_id="s6", checkpointer=saver))
         await clock.advance(2 * DAY)  # every one of them is due: check replays, never acts
-        before = [await _load(saver, run_id) for run_id in ("s4", "s5", "s6")]
+        before = [await load_stored(saver, run_id) for run_id in ("s4", "s5", "s6")]
         seen: list[tuple[str, bool, str]] = []
         report = await check_runs(
             saver,
             [sleeper, waiter, approval],
             on_result=lambda r: seen.append((r.run_id, r.compatible, r.reached)),
         )
-        after = [await _load(saver, run_id) for run_id in ("s4", "s5", "s6")]
+        after = [await load_stored(saver, run_id) for run_id in ("s4", "s5", "s6")]
     assert (report.checked, report.compatible, report.incompatible) == (3, 3, ())
     assert sorted(seen) == [
         ("s4", True, "new ground: a step that was never recorded, or a new child's result"),
@@ -642,10 +624,10 @@ async def test_timers_deadlines_and_sleeps_are_logged_with_the_run_id(
     saver = MemorySaver()
     caplog.set_level("INFO", logger="tiny_tasks.runtime")
     with use_clock(ManualClock(T0)) as clock:
-        await _drain(sleep_then_ask("l", run_id="log1", checkpointer=saver))
-        await _drain(approval("o7", run_id="log2", checkpointer=saver))
+        await drain(sleep_then_ask("l", run_id="log1", checkpointer=saver))
+        await drain(approval("o7", run_id="log2", checkpointer=saver))
         await clock.advance(DAY)
-        await _drain(sleep_then_ask(run_id="log1", checkpointer=saver))
+        await drain(sleep_then_ask(run_id="log1", checkpointer=saver))
         await approval.invoke(run_id="log2", checkpointer=saver)
     records = [(r.getMessage(), getattr(r, "run_id", None)) for r in caplog.records]
     assert records == [
